@@ -1,0 +1,1 @@
+//! Per-label MLP heads (being implemented).

@@ -1,0 +1,3 @@
+//! One module per `fairpo` subcommand.
+
+pub mod metrics;

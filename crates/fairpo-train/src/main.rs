@@ -1,0 +1,50 @@
+//! `fairpo`: the command-line front end of the FairPO workspace.
+//!
+//! Each subcommand lives in its own module under `cmd/`; this file only parses
+//! arguments, sets up logging and turns errors into a one-line message and a
+//! non-zero exit code.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// FairPO: robust preference optimisation for fair multi-label learning.
+#[derive(Debug, Parser)]
+#[command(name = "fairpo", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compute mAP, sample F1, exact match and accuracy per label group from saved scores.
+    Metrics(cmd::metrics::MetricsArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Metrics(args) => cmd::metrics::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line: "reading S.npy: not a .npy file".
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays clean for `--json`.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
