@@ -5,8 +5,7 @@
 //! non-zero exit code.
 
 use clap::{Parser, Subcommand};
-
-mod cmd;
+use fairpo_train::cmd;
 
 /// FairPO: robust preference optimisation for fair multi-label learning.
 #[derive(Debug, Parser)]
