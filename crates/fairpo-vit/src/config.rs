@@ -1,0 +1,454 @@
+//! Model and preprocessing configuration, readable from a Hugging Face model folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::VitError;
+
+/// Architecture of a Vision Transformer, field for field the Hugging Face `ViTConfig`
+/// (`config.json`). Unknown keys in `config.json` (dropout rates, `architectures`, ...) are
+/// ignored; missing keys take the Hugging Face defaults (ViT-B/16 at 224 px).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ViTConfig {
+    /// Width D of every token (768 for ViT-B).
+    #[serde(default = "d_hidden_size")]
+    pub hidden_size: usize,
+    /// Number L of encoder layers (12 for ViT-B).
+    #[serde(default = "d_num_hidden_layers")]
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer; must divide `hidden_size`.
+    #[serde(default = "d_num_attention_heads")]
+    pub num_attention_heads: usize,
+    /// Width of the MLP inside each layer (3072 for ViT-B).
+    #[serde(default = "d_intermediate_size")]
+    pub intermediate_size: usize,
+    /// Side of a square patch in pixels; must divide `image_size`.
+    #[serde(default = "d_patch_size")]
+    pub patch_size: usize,
+    /// Side of the square input image in pixels.
+    #[serde(default = "d_image_size")]
+    pub image_size: usize,
+    /// Input channels (3 for RGB).
+    #[serde(default = "d_num_channels")]
+    pub num_channels: usize,
+    /// LayerNorm epsilon (1e-12 for google/vit-base-patch16-224).
+    #[serde(default = "d_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// MLP activation; only `"gelu"` (exact, erf-based) is supported.
+    #[serde(default = "d_hidden_act")]
+    pub hidden_act: String,
+    /// Whether query/key/value projections have a bias.
+    #[serde(default = "d_qkv_bias")]
+    pub qkv_bias: bool,
+}
+
+fn d_hidden_size() -> usize {
+    768
+}
+fn d_num_hidden_layers() -> usize {
+    12
+}
+fn d_num_attention_heads() -> usize {
+    12
+}
+fn d_intermediate_size() -> usize {
+    3072
+}
+fn d_patch_size() -> usize {
+    16
+}
+fn d_image_size() -> usize {
+    224
+}
+fn d_num_channels() -> usize {
+    3
+}
+fn d_layer_norm_eps() -> f64 {
+    1e-12
+}
+fn d_hidden_act() -> String {
+    "gelu".to_string()
+}
+fn d_qkv_bias() -> bool {
+    true
+}
+
+impl Default for ViTConfig {
+    /// ViT-B/16 at 224 px (google/vit-base-patch16-224).
+    fn default() -> Self {
+        Self::base_patch16_224()
+    }
+}
+
+impl ViTConfig {
+    /// ViT-B/16 at 224 px, the paper's backbone (google/vit-base-patch16-224).
+    pub fn base_patch16_224() -> Self {
+        Self {
+            hidden_size: d_hidden_size(),
+            num_hidden_layers: d_num_hidden_layers(),
+            num_attention_heads: d_num_attention_heads(),
+            intermediate_size: d_intermediate_size(),
+            patch_size: d_patch_size(),
+            image_size: d_image_size(),
+            num_channels: d_num_channels(),
+            layer_norm_eps: d_layer_norm_eps(),
+            hidden_act: d_hidden_act(),
+            qkv_bias: d_qkv_bias(),
+        }
+    }
+
+    /// The demo's from-scratch model: hidden 64, 4 layers, 4 heads, MLP 128, patch 4 on
+    /// 32 px images (64 patches + CLS). LayerNorm eps 1e-6 (eps 1e-12 only matters for
+    /// pretrained weights).
+    pub fn tiny() -> Self {
+        Self {
+            hidden_size: 64,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            intermediate_size: 128,
+            patch_size: 4,
+            image_size: 32,
+            num_channels: 3,
+            layer_norm_eps: 1e-6,
+            hidden_act: d_hidden_act(),
+            qkv_bias: true,
+        }
+    }
+
+    /// Read and validate a Hugging Face `config.json`.
+    pub fn load(path: &Path) -> Result<Self, VitError> {
+        let text = std::fs::read_to_string(path).map_err(|source| VitError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|source| VitError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate().map_err(|reason| VitError::InvalidConfig {
+            path: Some(path.to_path_buf()),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Check the configuration describes a model this crate can build.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.hidden_act != "gelu" {
+            problems.push(format!(
+                "hidden_act = {:?} is not supported (only \"gelu\", the exact erf GELU)",
+                self.hidden_act
+            ));
+        }
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("patch_size", self.patch_size),
+            ("image_size", self.image_size),
+            ("num_channels", self.num_channels),
+        ] {
+            if v == 0 {
+                problems.push(format!("{name} must be > 0"));
+            }
+        }
+        if self.num_attention_heads > 0 && self.hidden_size % self.num_attention_heads != 0 {
+            problems.push(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.patch_size > 0 && self.image_size % self.patch_size != 0 {
+            problems.push(format!(
+                "image_size {} is not divisible by patch_size {}",
+                self.image_size, self.patch_size
+            ));
+        }
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
+            problems.push(format!(
+                "layer_norm_eps must be > 0, got {}",
+                self.layer_norm_eps
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Patches per image, N = (image_size / patch_size)².
+    pub fn num_patches(&self) -> usize {
+        let side = self.image_size / self.patch_size;
+        side * side
+    }
+
+    /// Tokens per image including CLS, N + 1.
+    pub fn seq_len(&self) -> usize {
+        self.num_patches() + 1
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+/// The preprocessing a Hugging Face model expects (`preprocessor_config.json` of a
+/// `ViTImageProcessor`). Missing keys take the ViTImageProcessor defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PreprocessorConfig {
+    /// Resize the image before normalising.
+    #[serde(default = "yes")]
+    pub do_resize: bool,
+    /// Multiply pixel values by `rescale_factor` (1/255).
+    #[serde(default = "yes")]
+    pub do_rescale: bool,
+    /// Rescale factor applied to 0..255 pixel values.
+    #[serde(default = "d_rescale")]
+    pub rescale_factor: f64,
+    /// Subtract `image_mean`, divide by `image_std`.
+    #[serde(default = "yes")]
+    pub do_normalize: bool,
+    /// Per-channel mean (RGB).
+    #[serde(default = "d_half3")]
+    pub image_mean: Vec<f64>,
+    /// Per-channel standard deviation (RGB).
+    #[serde(default = "d_half3")]
+    pub image_std: Vec<f64>,
+    /// Target size.
+    #[serde(default)]
+    pub size: ImageSize,
+    /// PIL resampling filter code: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming.
+    #[serde(default = "d_resample")]
+    pub resample: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn d_rescale() -> f64 {
+    1.0 / 255.0
+}
+fn d_half3() -> Vec<f64> {
+    vec![0.5, 0.5, 0.5]
+}
+fn d_resample() -> u32 {
+    2
+}
+
+/// Target size in `preprocessor_config.json`: `{"height": H, "width": W}` or
+/// `{"shortest_edge": S}` (then the image is resized to S x S, as ViTImageProcessor does).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ImageSize {
+    /// Output height in pixels.
+    #[serde(default)]
+    pub height: Option<usize>,
+    /// Output width in pixels.
+    #[serde(default)]
+    pub width: Option<usize>,
+    /// Alternative form: square output of this side.
+    #[serde(default)]
+    pub shortest_edge: Option<usize>,
+}
+
+impl Default for ImageSize {
+    fn default() -> Self {
+        Self {
+            height: Some(224),
+            width: Some(224),
+            shortest_edge: None,
+        }
+    }
+}
+
+impl Default for PreprocessorConfig {
+    fn default() -> Self {
+        Self {
+            do_resize: true,
+            do_rescale: true,
+            rescale_factor: d_rescale(),
+            do_normalize: true,
+            image_mean: d_half3(),
+            image_std: d_half3(),
+            size: ImageSize::default(),
+            resample: d_resample(),
+        }
+    }
+}
+
+impl PreprocessorConfig {
+    /// Read and validate a `preprocessor_config.json`.
+    pub fn load(path: &Path) -> Result<Self, VitError> {
+        let text = std::fs::read_to_string(path).map_err(|source| VitError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|source| VitError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate().map_err(|reason| VitError::InvalidConfig {
+            path: Some(path.to_path_buf()),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    /// The processor a model folder asks for, or `None` when it has no
+    /// `preprocessor_config.json`.
+    pub fn load_from_dir(dir: &Path) -> Result<Option<Self>, VitError> {
+        let path = dir.join("preprocessor_config.json");
+        if path.is_file() {
+            Self::load(&path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Default preprocessing for a model without `preprocessor_config.json`: resize to the
+    /// model's image size, mean = std = 0.5 (ViTImageProcessor defaults).
+    pub fn for_model(cfg: &ViTConfig) -> Self {
+        Self {
+            size: ImageSize {
+                height: Some(cfg.image_size),
+                width: Some(cfg.image_size),
+                shortest_edge: None,
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Output (height, width).
+    pub fn output_size(&self) -> (usize, usize) {
+        match (self.size.height, self.size.width, self.size.shortest_edge) {
+            (Some(h), Some(w), _) => (h, w),
+            (_, _, Some(s)) => (s, s),
+            (Some(h), None, None) => (h, h),
+            (None, Some(w), None) => (w, w),
+            (None, None, None) => (224, 224),
+        }
+    }
+
+    /// The per-channel mean actually applied (0 when `do_normalize` is false).
+    pub fn effective_mean(&self) -> [f32; 3] {
+        if self.do_normalize {
+            [
+                self.image_mean[0] as f32,
+                self.image_mean[1] as f32,
+                self.image_mean[2] as f32,
+            ]
+        } else {
+            [0.0; 3]
+        }
+    }
+
+    /// The per-channel std actually applied (1 when `do_normalize` is false).
+    pub fn effective_std(&self) -> [f32; 3] {
+        if self.do_normalize {
+            [
+                self.image_std[0] as f32,
+                self.image_std[1] as f32,
+                self.image_std[2] as f32,
+            ]
+        } else {
+            [1.0; 3]
+        }
+    }
+
+    /// Name of the PIL resampling filter.
+    pub fn resample_name(&self) -> &'static str {
+        match self.resample {
+            0 => "nearest",
+            1 => "lanczos",
+            2 => "bilinear",
+            3 => "bicubic",
+            4 => "box",
+            5 => "hamming",
+            _ => "unknown",
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.image_mean.len() != 3 {
+            problems.push(format!(
+                "image_mean must have 3 values (RGB), got {}",
+                self.image_mean.len()
+            ));
+        }
+        if self.image_std.len() != 3 {
+            problems.push(format!(
+                "image_std must have 3 values (RGB), got {}",
+                self.image_std.len()
+            ));
+        } else if self.image_std.iter().any(|s| s.is_nan() || *s <= 0.0) {
+            problems.push(format!("image_std must be > 0, got {:?}", self.image_std));
+        }
+        if self.do_rescale && (self.rescale_factor - 1.0 / 255.0).abs() > 1e-9 {
+            problems.push(format!(
+                "rescale_factor {} is not supported (only 1/255)",
+                self.rescale_factor
+            ));
+        }
+        if self.resample > 5 {
+            problems.push(format!(
+                "resample = {} is not a PIL filter code 0..5",
+                self.resample
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Files of a Hugging Face model folder.
+#[derive(Clone, Debug)]
+pub struct ModelDir {
+    /// The folder.
+    pub dir: PathBuf,
+    /// `config.json`.
+    pub config: PathBuf,
+    /// `model.safetensors` if present, else `pytorch_model.bin`.
+    pub weights: PathBuf,
+}
+
+impl ModelDir {
+    /// Locate `config.json` and the weights file in `dir` (safetensors preferred).
+    pub fn locate(dir: &Path) -> Result<Self, VitError> {
+        if !dir.is_dir() {
+            return Err(VitError::MissingModelDir {
+                path: dir.to_path_buf(),
+            });
+        }
+        let config = dir.join("config.json");
+        if !config.is_file() {
+            return Err(VitError::MissingFile {
+                path: config,
+                what: "the model's config.json",
+            });
+        }
+        let st = dir.join("model.safetensors");
+        let bin = dir.join("pytorch_model.bin");
+        let weights = if st.is_file() {
+            st
+        } else if bin.is_file() {
+            bin
+        } else {
+            return Err(VitError::MissingFile {
+                path: dir.join("model.safetensors"),
+                what: "weights (model.safetensors or pytorch_model.bin)",
+            });
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+        })
+    }
+}
