@@ -371,7 +371,11 @@ fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn ensure_demo_data(root: &Path, preset: &str) -> Result<()> {
+/// Images and side of the generated demo set (80 % train2014, 20 % val2014).
+const DEMO_IMAGES: &str = "5000";
+const DEMO_SIZE: &str = "32";
+
+fn ensure_demo_data(root: &Path, _preset: &str) -> Result<()> {
     if root.join("annotations").is_dir() {
         return Ok(());
     }
@@ -379,8 +383,14 @@ fn ensure_demo_data(root: &Path, preset: &str) -> Result<()> {
     fairpo(&[
         "data".into(),
         "generate".into(),
-        "--config".into(),
-        preset_path(preset).display().to_string(),
+        "--out".into(),
+        root.display().to_string(),
+        "--seed".into(),
+        "0".into(),
+        "--images".into(),
+        DEMO_IMAGES.into(),
+        "--size".into(),
+        DEMO_SIZE.into(),
     ])
 }
 

@@ -17,15 +17,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train one run (BCE-SFT, RW, GDRO, FairPO-DPO/SimPO/CPO) from a config.
+    Train(cmd::train::TrainArgs),
+    /// Re-evaluate a finished run's selected model on its test or val split.
+    Eval(cmd::eval::EvalArgs),
+    /// Compare finished runs in the paper's Table 1/2 layout (Markdown + SVG).
+    Report(cmd::report::ReportArgs),
     /// Compute mAP, sample F1, exact match and accuracy per label group from saved scores.
     Metrics(cmd::metrics::MetricsArgs),
+    /// Dataset tools: label statistics, the generated demo set.
+    Data(cmd::data::DataArgs),
 }
 
 fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => cmd::train::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Report(args) => cmd::report::run(args),
         Command::Metrics(args) => cmd::metrics::run(args),
+        Command::Data(args) => cmd::data::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

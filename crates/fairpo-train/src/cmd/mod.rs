@@ -1,3 +1,7 @@
 //! One module per `fairpo` subcommand.
 
+pub mod data;
+pub mod eval;
 pub mod metrics;
+pub mod report;
+pub mod train;

@@ -1,0 +1,92 @@
+//! `fairpo train`: train one run from a config (see DESIGN.md "Commands").
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::config::RunConfig;
+use crate::trainer::{self, TrainOptions, TrainOutcome};
+
+/// Arguments of `fairpo train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Config file(s); later files are overlays deep-merged over earlier ones
+    /// (e.g. `--config configs/demo-cpo.toml --config configs/ablations/no-grpo.toml`).
+    #[arg(long, required = true)]
+    pub config: Vec<PathBuf>,
+    /// Override a config value by its dotted key, e.g. `--set train.lr=5e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Compute device: `cpu` (default) or `cuda[:N]` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Continue an interrupted run from its last checkpoint (uses the run's saved config).
+    #[arg(long)]
+    pub resume: bool,
+    /// Delete an existing run folder of the same name and start over.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// Run folder (default `runs/<name>`).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// Runs `fairpo train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut cfg = RunConfig::load(&args.config, &args.set)?;
+    if let Some(d) = args.run_dir {
+        cfg.run_dir = Some(d);
+    }
+    let opts = TrainOptions {
+        resume: args.resume,
+        overwrite: args.overwrite,
+    };
+    install_ctrlc();
+    let outcome = with_device(&args.device, |dev| {
+        trainer::train::<CpuAutodiff>(cfg, &opts, dev)
+    })?;
+    match outcome {
+        TrainOutcome::Finished { run_dir, test } => {
+            println!("{}", test.report.to_table());
+            println!("run: {}", run_dir.display());
+            println!("report: {}", run_dir.join("report.md").display());
+        }
+        TrainOutcome::Interrupted { run_dir, step } => {
+            println!(
+                "interrupted at step {step}; resume with: fairpo train --config {} --resume",
+                run_dir.join("config.toml").display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The CPU training backend.
+pub type CpuAutodiff = burn::backend::Autodiff<burn::backend::Flex>;
+
+/// Parses `--device` and runs `f` on it (CPU only in builds without the `cuda` feature).
+pub fn with_device<T>(
+    device: &str,
+    f: impl FnOnce(&burn::backend::flex::FlexDevice) -> Result<T>,
+) -> Result<T> {
+    match device {
+        "cpu" => f(&Default::default()),
+        d if d == "cuda" || d.starts_with("cuda:") => bail!(
+            "--device {d}: this build has no CUDA support; rebuild with `cargo build --features cuda` on a machine with the CUDA toolkit"
+        ),
+        d => bail!("--device {d:?}: expected cpu or cuda[:N]"),
+    }
+}
+
+/// First Ctrl-C: checkpoint at the next step and exit cleanly; second: exit now.
+fn install_ctrlc() {
+    use std::sync::atomic::Ordering;
+    let _ = ctrlc::set_handler(|| {
+        if trainer::INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("second Ctrl-C: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit now)");
+    });
+}

@@ -1,0 +1,489 @@
+//! The run configuration: one TOML file (plus optional overlays and `--set` overrides)
+//! composed of the `[data]`, `[model]`, `[objective]`, `[scheduler]` and `[train]` tables.
+//!
+//! Every field has a documented default, unknown keys are an error naming the key, and
+//! the resolved configuration is written to the run folder as `config.toml`.
+//! Relative paths are relative to the current directory (the workspace root for `xtask`).
+
+use std::path::{Path, PathBuf};
+
+use fairpo_data::DatasetSpec;
+use fairpo_grpo::SchedulerConfig;
+use fairpo_objectives::ObjectiveConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::tomlx::{self, TomlError};
+
+/// A complete training run description.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Run name; the run folder is `runs/<name>` unless `run_dir` is set. Default `"run"`.
+    pub name: String,
+    /// Run folder. Default: `runs/<name>`.
+    pub run_dir: Option<PathBuf>,
+    /// A finished BCE-SFT run whose last layer and heads are the frozen reference model
+    /// (needed by FairPO's non-privileged hinge and by DPO). Default: none.
+    pub reference: Option<PathBuf>,
+    /// Dataset, splits and image preprocessing (fairpo-data).
+    pub data: DatasetSpec,
+    /// Backbone, initialisation and freeze policy.
+    pub model: ModelConfig,
+    /// Training objective: method and its hyperparameters (fairpo-objectives).
+    pub objective: ObjectiveConfig,
+    /// Group-weight scheduler (fairpo-grpo).
+    pub scheduler: SchedulerConfig,
+    /// Optimiser, epochs, early stopping, evaluation.
+    pub train: TrainSettings,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "run".into(),
+            run_dir: None,
+            reference: None,
+            data: DatasetSpec::default(),
+            model: ModelConfig::default(),
+            objective: ObjectiveConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            train: TrainSettings::default(),
+        }
+    }
+}
+
+/// How many of the backbone's last encoder layers are trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainableLayers {
+    /// The last N encoder layers (and the final LayerNorm) train; 0 = heads only.
+    Last(usize),
+    /// Everything trains, patch embedding included (the demo's SFT from scratch).
+    All,
+}
+
+impl Serialize for TrainableLayers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TrainableLayers::Last(n) => s.serialize_u64(*n as u64),
+            TrainableLayers::All => s.serialize_str("all"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TrainableLayers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(TrainableLayers::Last(n as usize)),
+            Raw::S(s) if s == "all" => Ok(TrainableLayers::All),
+            Raw::S(s) => Err(serde::de::Error::custom(format!(
+                "expected a layer count or \"all\", got {s:?}"
+            ))),
+        }
+    }
+}
+
+/// A ViT built from scratch with random weights (the demo's tiny backbone). Defaults are
+/// `fairpo_vit::ViTConfig::tiny()`: hidden 64, 4 layers, 4 heads, MLP 128, patch 4, 32 px.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScratchVit {
+    /// Token width D.
+    pub hidden_size: usize,
+    /// Number of encoder layers L.
+    pub num_hidden_layers: usize,
+    /// Attention heads (must divide `hidden_size`).
+    pub num_attention_heads: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Patch side in pixels (must divide `image_size`).
+    pub patch_size: usize,
+    /// Input image side in pixels.
+    pub image_size: usize,
+}
+
+impl Default for ScratchVit {
+    fn default() -> Self {
+        let t = fairpo_vit::ViTConfig::tiny();
+        Self {
+            hidden_size: t.hidden_size,
+            num_hidden_layers: t.num_hidden_layers,
+            num_attention_heads: t.num_attention_heads,
+            intermediate_size: t.intermediate_size,
+            patch_size: t.patch_size,
+            image_size: t.image_size,
+        }
+    }
+}
+
+impl ScratchVit {
+    /// The full ViT architecture.
+    pub fn vit_config(&self) -> fairpo_vit::ViTConfig {
+        fairpo_vit::ViTConfig {
+            hidden_size: self.hidden_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            intermediate_size: self.intermediate_size,
+            patch_size: self.patch_size,
+            image_size: self.image_size,
+            ..fairpo_vit::ViTConfig::tiny()
+        }
+    }
+}
+
+/// `[model]`: where the backbone comes from and what trains.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A Hugging Face ViT folder (`config.json` + `model.safetensors`/`pytorch_model.bin`),
+    /// e.g. google/vit-base-patch16-224. Default: none.
+    pub backbone: Option<PathBuf>,
+    /// Build a ViT from scratch with random weights instead (`[model.scratch]`). Default: none.
+    pub scratch: Option<ScratchVit>,
+    /// Take the backbone weights from a finished run's best checkpoint (`runs/<sft>`);
+    /// wins over `backbone`/`scratch`. Heads always start fresh. Default: none.
+    pub init_from: Option<PathBuf>,
+    /// Encoder layers trained, counted from the top: a number (paper: 1) or `"all"`.
+    pub trainable_layers: TrainableLayers,
+    /// Hidden widths of each label's MLP head (paper E.2: `[256, 64, 16, 4]`).
+    pub heads_hidden: Vec<usize>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            backbone: None,
+            scratch: None,
+            init_from: None,
+            trainable_layers: TrainableLayers::Last(1),
+            heads_hidden: vec![256, 64, 16, 4],
+        }
+    }
+}
+
+/// Which label group a selection metric is read from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// All labels.
+    All,
+    /// The privileged labels P.
+    Privileged,
+    /// The non-privileged labels P̄.
+    NonPrivileged,
+}
+
+/// Metric used for early stopping and best-checkpoint selection.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectMetric {
+    /// Mean average precision.
+    Map,
+    /// Sample-averaged F1.
+    SampleF1,
+    /// Exact match ratio.
+    Emr,
+    /// Per-label accuracy.
+    Accuracy,
+}
+
+/// `[train]`: optimisation, selection and evaluation settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    /// AdamW learning rate. Default 1e-4 (paper).
+    pub lr: f64,
+    /// AdamW decoupled weight decay. Default 0.01.
+    pub weight_decay: f64,
+    /// Gradient clipping: maximum L2 norm of each parameter tensor's gradient (burn's
+    /// per-parameter norm clipping); 0 disables. Default 1.0.
+    pub grad_clip: f64,
+    /// Training batch size. Default 32 (paper).
+    pub batch_size: usize,
+    /// Batch size for validation/test inference. Default 64.
+    pub eval_batch_size: usize,
+    /// Maximum epochs. Default 25 (paper).
+    pub epochs: usize,
+    /// Early-stopping patience in epochs (0 = never stop early). Default 5 (paper).
+    pub patience: usize,
+    /// Metric for early stopping and best checkpoint. Default `map`.
+    pub select_metric: SelectMetric,
+    /// Label group that metric is read from. Default `all` (the paper's overall mAP).
+    pub select_group: Group,
+    /// Seed for head initialisation, data order, augmentation and pair sampling (the
+    /// validation split has its own `data.split_seed`). Default 42.
+    pub seed: u64,
+    /// Reuse the frozen trunk's outputs across epochs/runs when augmentation is off. Default true.
+    pub feature_cache: bool,
+    /// Where cached trunk outputs live. Default `runs/.feature-cache`.
+    pub cache_dir: PathBuf,
+    /// Probability threshold for F1/EMR/accuracy. Default 0.5.
+    pub threshold: f64,
+    /// Sample set for sample-based metrics: `all` (default) or `positive`.
+    pub samples: fairpo_metrics::SampleSet,
+    /// Average metrics over batches of this many test images (the released code's
+    /// inflated protocol) instead of over the whole split. Default: off.
+    pub per_batch: Option<usize>,
+    /// Image-decoding threads of the batch loader. Default 2.
+    pub workers: usize,
+    /// Write a `log.jsonl` step line every this many steps. Default 1.
+    pub log_every: usize,
+    /// Debug/testing: after this many optimiser steps in total, save a checkpoint and
+    /// exit as if interrupted (resume with `--resume`). Default: off.
+    pub stop_after_steps: Option<u64>,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            batch_size: 32,
+            eval_batch_size: 64,
+            epochs: 25,
+            patience: 5,
+            select_metric: SelectMetric::Map,
+            select_group: Group::All,
+            seed: 42,
+            feature_cache: true,
+            cache_dir: PathBuf::from("runs/.feature-cache"),
+            threshold: 0.5,
+            samples: fairpo_metrics::SampleSet::All,
+            per_batch: None,
+            workers: 2,
+            log_every: 1,
+            stop_after_steps: None,
+        }
+    }
+}
+
+/// A config value that makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// TOML reading / schema problem.
+    #[error(transparent)]
+    Toml(#[from] TomlError),
+    /// A field has an invalid value.
+    #[error("config: `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The resolved config could not be serialised (should not happen).
+    #[error("config: cannot serialise: {0}")]
+    Serialize(String),
+}
+
+impl RunConfig {
+    /// Loads `paths` in order (later files are overlays deep-merged over earlier ones),
+    /// applies `--set` overrides, deserialises and validates.
+    pub fn load(paths: &[PathBuf], overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        for p in paths {
+            tomlx::merge(&mut table, tomlx::read_table(p)?);
+        }
+        for o in overrides {
+            tomlx::apply_override(&mut table, o)?;
+        }
+        let origin = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let origin = if overrides.is_empty() {
+            origin
+        } else {
+            format!("{origin} (with --set)")
+        };
+        let cfg: RunConfig = tomlx::deserialize(table, &origin)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML string (used for a run's resolved `config.toml` and in tests).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| TomlError::Syntax {
+                path: origin.to_string(),
+                message: e.to_string().trim().replace('\n', " "),
+            })?;
+        let cfg: RunConfig = tomlx::deserialize(table, origin)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The resolved config as TOML text.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Serialize(e.to_string()))
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> PathBuf {
+        self.run_dir
+            .clone()
+            .unwrap_or_else(|| Path::new("runs").join(&self.name))
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                field: field.into(),
+                reason,
+            })
+        };
+        let t = &self.train;
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return bad("train.lr", format!("a positive number, got {}", t.lr));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return bad(
+                "train.weight_decay",
+                format!(">= 0, got {}", t.weight_decay),
+            );
+        }
+        if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
+            return bad(
+                "train.grad_clip",
+                format!(">= 0 (0 = off), got {}", t.grad_clip),
+            );
+        }
+        if t.batch_size == 0 || t.eval_batch_size == 0 {
+            return bad("train.batch_size", "batch sizes must be >= 1".into());
+        }
+        if t.epochs == 0 {
+            return bad("train.epochs", "must be >= 1".into());
+        }
+        if !(0.0..=1.0).contains(&t.threshold) {
+            return bad("train.threshold", format!("in [0, 1], got {}", t.threshold));
+        }
+        if t.log_every == 0 {
+            return bad("train.log_every", "must be >= 1".into());
+        }
+        if self.name.is_empty() || self.name.contains('/') {
+            return bad(
+                "name",
+                format!("a non-empty name without '/', got {:?}", self.name),
+            );
+        }
+        let m = &self.model;
+        if m.backbone.is_some() && m.scratch.is_some() {
+            return bad(
+                "model",
+                "set either `backbone` or `[model.scratch]`, not both".into(),
+            );
+        }
+        if m.backbone.is_none() && m.scratch.is_none() && m.init_from.is_none() {
+            return bad(
+                "model",
+                "no backbone: set `backbone = \"<HF model dir>\"`, a `[model.scratch]` table or `init_from = \"runs/<run>\"`".into(),
+            );
+        }
+        if m.heads_hidden.contains(&0) {
+            return bad("model.heads_hidden", "widths must be >= 1".into());
+        }
+        if let Some(s) = &m.scratch {
+            if let Err(e) = s.vit_config().validate() {
+                return bad("model.scratch", e);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> &'static str {
+        "name = \"t\"\n[model.scratch]\n"
+    }
+
+    #[test]
+    fn missing_keys_take_their_defaults() {
+        let cfg = RunConfig::from_toml_str(minimal(), "t.toml").unwrap();
+        assert_eq!(cfg.train, TrainSettings::default());
+        assert_eq!(cfg.train.lr, 1e-4);
+        assert_eq!(cfg.train.batch_size, 32);
+        assert_eq!(cfg.train.patience, 5);
+        assert_eq!(cfg.model.trainable_layers, TrainableLayers::Last(1));
+        assert_eq!(cfg.model.heads_hidden, vec![256, 64, 16, 4]);
+        assert_eq!(cfg.model.scratch, Some(ScratchVit::default()));
+        assert_eq!(cfg.run_dir(), PathBuf::from("runs/t"));
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let mut cfg = RunConfig::from_toml_str(minimal(), "t.toml").unwrap();
+        cfg.train.lr = 3e-4;
+        cfg.train.per_batch = Some(32);
+        cfg.model.trainable_layers = TrainableLayers::All;
+        cfg.reference = Some("runs/sft".into());
+        let text = cfg.to_toml_string().unwrap();
+        let back = RunConfig::from_toml_str(&text, "resolved").unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err =
+            RunConfig::from_toml_str("[model.scratch]\n[train]\nlearning_rate = 1.0", "x.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("train.learning_rate"), "{err}");
+        assert!(err.contains("x.toml"), "{err}");
+        let err = RunConfig::from_toml_str("[model.scratch]\nhidden = 3", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.scratch.hidden"), "{err}");
+    }
+
+    #[test]
+    fn overlays_and_overrides_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.toml");
+        let b = dir.path().join("b.toml");
+        std::fs::write(
+            &a,
+            "name = \"a\"\n[model.scratch]\n[train]\nlr = 0.5\nepochs = 3",
+        )
+        .unwrap();
+        std::fs::write(&b, "name = \"b\"\n[train]\nepochs = 4").unwrap();
+        let cfg = RunConfig::load(&[a.clone(), b], &["train.lr=0.25".into()]).unwrap();
+        assert_eq!(cfg.name, "b");
+        assert_eq!(cfg.train.epochs, 4);
+        assert_eq!(cfg.train.lr, 0.25);
+        let err = RunConfig::load(&[a], &["train.lr=-1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.lr"), "{err}");
+    }
+
+    #[test]
+    fn trainable_layers_accepts_count_or_all() {
+        let cfg =
+            RunConfig::from_toml_str("[model]\ntrainable_layers = \"all\"\n[model.scratch]", "t")
+                .unwrap();
+        assert_eq!(cfg.model.trainable_layers, TrainableLayers::All);
+        let cfg = RunConfig::from_toml_str("[model]\ntrainable_layers = 0\n[model.scratch]", "t")
+            .unwrap();
+        assert_eq!(cfg.model.trainable_layers, TrainableLayers::Last(0));
+        let err =
+            RunConfig::from_toml_str("[model]\ntrainable_layers = \"some\"\n[model.scratch]", "t")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("model.trainable_layers"), "{err}");
+    }
+
+    #[test]
+    fn a_backbone_is_required() {
+        let err = RunConfig::from_toml_str("name = \"x\"", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no backbone"), "{err}");
+    }
+}

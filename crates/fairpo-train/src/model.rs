@@ -1,0 +1,206 @@
+//! The trainable policy (ViT tail + label heads), finished-model files, and the
+//! fingerprint that tells whether two runs share a frozen trunk.
+
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use fairpo_heads::{Heads, HeadsConfig};
+use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig, ViTTail, ViTTrunk};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::container::Container;
+
+/// The trainable part of a run: the last `k` encoder layers (+ final LayerNorm, + the
+/// embeddings when everything trains) and the per-label heads.
+#[derive(Module, Debug)]
+pub struct Policy<B: Backend> {
+    /// Trainable top of the backbone.
+    pub tail: ViTTail<B>,
+    /// Per-label MLP heads.
+    pub heads: Heads<B>,
+}
+
+impl<B: Backend> Policy<B> {
+    /// Logits from the frozen trunk's output.
+    ///
+    /// # Shapes
+    /// - hidden: `[B, N+1, D]` (or `[B, N, C·p·p]` patches when every layer trains)
+    /// - output: logits `[B, T]`
+    pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
+        self.heads.forward(self.tail.forward(hidden))
+    }
+}
+
+/// Architecture of a finished model, stored beside its weights.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ModelMeta {
+    /// Backbone architecture.
+    pub vit: ViTConfig,
+    /// Heads architecture.
+    pub heads: HeadsConfig,
+    /// Label names, in head order.
+    pub labels: Vec<String>,
+}
+
+/// Errors reading or writing model files.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    /// Read/write failure.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Atomic write failure.
+    #[error(transparent)]
+    Write(#[from] fairpo_io::IoError),
+    /// Corrupt or incompatible content.
+    #[error("{path}: {reason}")]
+    Format { path: String, reason: String },
+}
+
+/// A finished model: full ViT + heads, as stored in `runs/<run>/model.ckpt`.
+#[derive(Debug)]
+pub struct FinishedModel<B: Backend> {
+    /// Architecture and labels.
+    pub meta: ModelMeta,
+    /// The whole backbone.
+    pub vit: ViT<B>,
+    /// The heads.
+    pub heads: Heads<B>,
+}
+
+/// Writes `model.ckpt` atomically.
+pub fn save_model<B: Backend>(
+    path: &Path,
+    meta: &ModelMeta,
+    vit: ViT<B>,
+    heads: Heads<B>,
+) -> Result<(), ModelFileError> {
+    let fmt = |reason: String| ModelFileError::Format {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut c = Container::new();
+    c.insert(
+        "meta",
+        serde_json::to_vec_pretty(meta).map_err(|e| fmt(e.to_string()))?,
+    );
+    c.insert("vit", record_to_bytes(vit).map_err(fmt)?);
+    c.insert("heads", record_to_bytes(heads).map_err(fmt)?);
+    fairpo_io::atomic_write(path, &c.encode())?;
+    Ok(())
+}
+
+/// Reads `model.ckpt`.
+pub fn load_model<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<FinishedModel<B>, ModelFileError> {
+    let fmt = |reason: String| ModelFileError::Format {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|source| ModelFileError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut c = Container::decode(&bytes).map_err(|e| fmt(e.to_string()))?;
+    let meta: ModelMeta = serde_json::from_slice(c.get("meta").map_err(|e| fmt(e.to_string()))?)
+        .map_err(|e| fmt(format!("bad meta: {e}")))?;
+    let vit = meta
+        .vit
+        .try_init::<B>(device)
+        .map_err(|e| fmt(e.to_string()))?;
+    let vit = record_from_bytes(vit, c.take("vit").map_err(|e| fmt(e.to_string()))?, device)
+        .map_err(|e| fmt(format!("backbone weights: {e}")))?;
+    let heads = meta.heads.init::<B>(device);
+    let heads = record_from_bytes(
+        heads,
+        c.take("heads").map_err(|e| fmt(e.to_string()))?,
+        device,
+    )
+    .map_err(|e| fmt(format!("heads weights: {e}")))?;
+    Ok(FinishedModel { meta, vit, heads })
+}
+
+/// SHA-256 over the trunk's parameter values (not their ids), in module order: two
+/// trunks with the same fingerprint compute the same hidden states.
+pub fn trunk_fingerprint<B: Backend>(trunk: &ViTTrunk<B>) -> String {
+    struct Hasher(Sha256, usize);
+    impl<B: Backend> ModuleVisitor<B> for Hasher {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.0.update((D as u64).to_le_bytes());
+            for d in data.shape.iter() {
+                self.0.update((*d as u64).to_le_bytes());
+            }
+            self.0.update(data.as_bytes());
+            self.1 += 1;
+        }
+    }
+    let mut h = Hasher(Sha256::new(), 0);
+    trunk.visit(&mut h);
+    h.0.update(format!("layers={}", trunk.num_layers()).as_bytes());
+    let digest = h.0.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    type B = Flex;
+
+    #[test]
+    fn model_file_round_trip_and_fingerprint() {
+        let device = Default::default();
+        let vit_cfg = ViTConfig {
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            patch_size: 4,
+            image_size: 8,
+            ..ViTConfig::tiny()
+        };
+        let heads_cfg = HeadsConfig::new(3, 16).with_hidden(vec![4]).with_seed(1);
+        let vit = vit_cfg.init::<B>(&device);
+        let heads = heads_cfg.init::<B>(&device);
+        let meta = ModelMeta {
+            vit: vit_cfg.clone(),
+            heads: heads_cfg,
+            labels: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let pixels = Tensor::<B, 4>::random(
+            [2, 3, 8, 8],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        let before = heads.forward(vit.forward(pixels.clone())).into_data();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.ckpt");
+        save_model(&path, &meta, vit.clone(), heads).unwrap();
+        let back = load_model::<B>(&path, &device).unwrap();
+        assert_eq!(back.meta, meta);
+        let after = back.heads.forward(back.vit.forward(pixels)).into_data();
+        after.assert_approx_eq::<f32>(&before, burn::tensor::Tolerance::absolute(1e-6));
+
+        // Same weights, fresh ids: same fingerprint; other weights: different.
+        let (t1, _) = vit.clone().split(1);
+        let (t2, _) = back.vit.split(1);
+        assert_eq!(trunk_fingerprint(&t1), trunk_fingerprint(&t2));
+        let (t3, _) = vit_cfg.init::<B>(&device).split(1);
+        assert_ne!(trunk_fingerprint(&t1), trunk_fingerprint(&t3));
+        // The split point is part of the fingerprint.
+        let (t4, _) = vit.split(2);
+        assert_ne!(trunk_fingerprint(&t1), trunk_fingerprint(&t4));
+
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = load_model::<B>(&path, &device).unwrap_err().to_string();
+        assert!(err.contains("model.ckpt"), "{err}");
+    }
+}
