@@ -21,6 +21,24 @@ use sha2::{Digest, Sha256};
 
 use crate::config::RunConfig;
 
+/// `<key>.npy.json`: shape and provenance of a cached split (the key already hashes the
+/// trunk weights, split point, preprocessing and image list).
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct CacheSidecar {
+    /// Tokens kept per image (S).
+    tokens: usize,
+    /// Token width (D).
+    dim: usize,
+    /// Rows.
+    images: usize,
+    /// Dataset split name.
+    split: String,
+    /// SHA-256 of the image paths, one per line.
+    images_sha256: String,
+    /// Cache key (file stem).
+    key: String,
+}
+
 /// Cached trunk outputs of one dataset split.
 struct CachedSplit {
     /// Row-major [N, S·D].
@@ -150,17 +168,24 @@ impl<B: Backend> HiddenSource<B> {
                 filled: vec![false; n],
                 key,
             };
-            if file.is_file() {
+            let side = crate::features::sidecar_path(&file);
+            let sidecar: Option<CacheSidecar> = std::fs::read_to_string(&side)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            if let (true, Some(sc)) = (file.is_file(), sidecar) {
                 match fairpo_io::read_npy_f32(&file) {
-                    Ok(m) if m.rows == n => {
+                    Ok(m) if m.rows == n && m.cols == sc.tokens * sc.dim => {
                         tracing::info!("feature cache hit: {} ({} images)", file.display(), n);
                         entry.data = m.data;
                         entry.filled = vec![true; n];
+                        self.token_shape = Some([sc.tokens, sc.dim]);
                     }
                     Ok(m) => tracing::warn!(
-                        "feature cache {} has {} rows, expected {n}; recomputing",
+                        "feature cache {} has shape [{}, {}], expected [{n}, {}]; recomputing",
                         file.display(),
-                        m.rows
+                        m.rows,
+                        m.cols,
+                        sc.tokens * sc.dim
                     ),
                     Err(e) => tracing::warn!("feature cache unreadable ({e}); recomputing"),
                 }
@@ -230,6 +255,16 @@ impl<B: Backend> HiddenSource<B> {
                     data: e.data.clone(),
                 };
                 fairpo_io::write_npy_f32(&file, &m)?;
+                // The sidecar goes last: a cache with a sidecar is complete.
+                let sc = CacheSidecar {
+                    tokens: s,
+                    dim: d,
+                    images: n,
+                    split: loader.dataset().split.clone(),
+                    images_sha256: crate::features::sha256_paths(&loader.dataset().paths),
+                    key: e.key.clone(),
+                };
+                fairpo_io::write_json_atomic(crate::features::sidecar_path(&file), &sc)?;
                 tracing::info!("feature cache written: {}", file.display());
             }
         }
@@ -257,7 +292,9 @@ impl<B: Backend> HiddenSource<B> {
         }
         let this: &'a Self = self;
         let entry = &this.splits[split_key];
-        let [s, d] = this.token_shape.expect("cache filled");
+        let [s, d] = this
+            .token_shape
+            .ok_or_else(|| anyhow::anyhow!("feature cache for {split_key} has no token shape"))?;
         let row = s * d;
         let ds = loader.dataset().clone();
         let bs = batch_size.max(1);

@@ -338,7 +338,12 @@ fn prepare_run_dir(paths: &RunPaths, opts: &TrainOptions) -> Result<()> {
         }
         return Ok(());
     }
-    if exists {
+    // A folder from a start that failed before its first checkpoint holds nothing to keep.
+    let has_results = paths.last_checkpoint().is_file() || paths.metrics().is_file();
+    if exists && !has_results && paths.config().is_file() {
+        std::fs::remove_dir_all(&paths.root)
+            .with_context(|| format!("removing {}", paths.root.display()))?;
+    } else if exists {
         if !opts.overwrite {
             bail!(
                 "run folder {} already exists; pass --resume to continue it or --overwrite to start over",
@@ -383,7 +388,9 @@ pub fn train<B: AutodiffBackend>(
     if opts.resume {
         let saved = std::fs::read_to_string(paths.config())
             .with_context(|| format!("reading {}", paths.config().display()))?;
-        let saved = RunConfig::from_toml_str(&saved, &paths.config().display().to_string())?;
+        let mut saved = RunConfig::from_toml_str(&saved, &paths.config().display().to_string())?;
+        // The debug stop belongs to this invocation, not to the experiment.
+        saved.train.stop_after_steps = cfg.train.stop_after_steps;
         if saved != cfg {
             tracing::warn!(
                 "--resume: using the run's saved {} (the config given now differs)",

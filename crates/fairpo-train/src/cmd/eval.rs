@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use fairpo_metrics::Partition;
 
 use crate::config::RunConfig;
+use crate::device::{run_on, BackendTask, DeviceSpec};
 use crate::evaluate;
 use crate::hidden::HiddenSource;
 use crate::model::{self, Policy};
@@ -30,8 +32,6 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-type Cpu = burn::backend::Flex;
-
 /// Runs `fairpo eval`; writes `eval-<split>.json` into the run folder.
 pub fn run(args: EvalArgs) -> Result<()> {
     let paths = RunPaths::new(&args.run);
@@ -47,8 +47,39 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let cfg = RunConfig::from_toml_str(&cfg_text, &paths.config().display().to_string())?;
     let summary = crate::trainer::read_summary(&paths)?;
     let partition = Partition::load(paths.partition())?;
-    super::train::with_device(&args.device, |device| {
-        let fm = model::load_model::<Cpu>(&paths.model(), device)?;
+    let spec: DeviceSpec = args.device.parse()?;
+    run_on(
+        &spec,
+        EvalTask {
+            args,
+            cfg,
+            paths,
+            summary,
+            partition,
+        },
+    )?
+}
+
+struct EvalTask {
+    args: EvalArgs,
+    cfg: RunConfig,
+    paths: RunPaths,
+    summary: crate::run::RunSummary,
+    partition: Partition,
+}
+
+impl BackendTask for EvalTask {
+    type Output = Result<()>;
+    fn run<AB: AutodiffBackend>(self, device: AB::Device) -> Result<()> {
+        let EvalTask {
+            args,
+            cfg,
+            paths,
+            summary,
+            partition,
+        } = self;
+        let device = &device;
+        let fm = model::load_model::<AB::InnerBackend>(&paths.model(), device)?;
         let k = summary.trainable_layers;
         let (trunk, tail) = fm.vit.split(k);
         let fp = model::trunk_fingerprint(&trunk);
@@ -111,5 +142,5 @@ pub fn run(args: EvalArgs) -> Result<()> {
             println!("written: {}", out.display());
         }
         Ok(())
-    })
+    }
 }

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
 use crate::config::RunConfig;
+use crate::device::{run_on, BackendTask, DeviceSpec};
 use crate::trainer::{self, TrainOptions, TrainOutcome};
 
 /// Arguments of `fairpo train`.
@@ -43,9 +45,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         overwrite: args.overwrite,
     };
     install_ctrlc();
-    let outcome = with_device(&args.device, |dev| {
-        trainer::train::<CpuAutodiff>(cfg, &opts, dev)
-    })?;
+    let spec: DeviceSpec = args.device.parse()?;
+    let outcome = run_on(&spec, TrainTask { cfg, opts })??;
     match outcome {
         TrainOutcome::Finished { run_dir, test } => {
             println!("{}", test.report.to_table());
@@ -62,20 +63,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The CPU training backend.
-pub type CpuAutodiff = burn::backend::Autodiff<burn::backend::Flex>;
+struct TrainTask {
+    cfg: RunConfig,
+    opts: TrainOptions,
+}
 
-/// Parses `--device` and runs `f` on it (CPU only in builds without the `cuda` feature).
-pub fn with_device<T>(
-    device: &str,
-    f: impl FnOnce(&burn::backend::flex::FlexDevice) -> Result<T>,
-) -> Result<T> {
-    match device {
-        "cpu" => f(&Default::default()),
-        d if d == "cuda" || d.starts_with("cuda:") => bail!(
-            "--device {d}: this build has no CUDA support; rebuild with `cargo build --features cuda` on a machine with the CUDA toolkit"
-        ),
-        d => bail!("--device {d:?}: expected cpu or cuda[:N]"),
+impl BackendTask for TrainTask {
+    type Output = Result<TrainOutcome>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        trainer::train::<B>(self.cfg, &self.opts, &device)
     }
 }
 

@@ -1,0 +1,469 @@
+//! End-to-end tests of the `fairpo` binary: generate a tiny demo set, train BCE-SFT then
+//! FairPO-CPO on it, check every output file, resume an interrupted run, re-evaluate,
+//! compare, and fail clearly on bad configs.
+//!
+//! Sizes are chosen for speed (200 images of 16 px, a 2-layer ViT of width 32, 2 epochs):
+//! the whole file runs in seconds in the dev profile.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fairpo(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fairpo"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running the fairpo binary")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn fails(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "{what} should have failed; stderr:\n{stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or("").to_string();
+    assert!(
+        last.starts_with("error: "),
+        "{what}: last line should be `error: ...`, got:\n{stderr}"
+    );
+    last
+}
+
+const TINY_MODEL: &str = r#"
+[model.scratch]
+hidden_size = 32
+num_hidden_layers = 2
+num_attention_heads = 2
+intermediate_size = 64
+patch_size = 4
+image_size = 16
+"#;
+
+fn write_config(dir: &Path, file: &str, body: &str) -> PathBuf {
+    let common = format!(
+        r#"
+[data]
+format = "coco"
+root = "data"
+
+[data.preprocess]
+size = 16
+
+[train]
+epochs = 2
+batch_size = 32
+eval_batch_size = 64
+patience = 5
+workers = 1
+cache_dir = "cache"
+"#
+    );
+    let path = dir.join(file);
+    std::fs::write(&path, format!("{body}\n{common}")).unwrap();
+    path
+}
+
+fn sft_config(dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        "sft.toml",
+        &format!(
+            "name = \"sft\"\n{TINY_MODEL}\n[objective]\nmethod = \"bce\"\n\n[model]\ntrainable_layers = \"all\"\nheads_hidden = [16, 4]\n"
+        ),
+    )
+}
+
+fn cpo_config(dir: &Path, name: &str, reference: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!("{name}.toml"),
+        &format!(
+            "name = \"{name}\"\nreference = \"{reference}\"\n[model]\ninit_from = \"runs/sft\"\ntrainable_layers = 1\nheads_hidden = [16, 4]\n\n[objective]\nmethod = \"cpo\"\nbeta = 0.5\nlambda_cpo = 0.5\nepsilon = 0.01\n"
+        ),
+    )
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn fraction(v: &serde_json::Value) -> f64 {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {v}"));
+    assert!((0.0..=1.0).contains(&x), "metric {x} not in [0, 1]");
+    x
+}
+
+fn check_run_outputs(run: &Path, expect_alpha: bool) {
+    for f in [
+        "config.toml",
+        "partition.json",
+        "log.jsonl",
+        "run.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "model.ckpt",
+        "metrics.json",
+        "scores.npy",
+        "targets.npy",
+        "report.md",
+        "plots/losses.svg",
+        "plots/val_map.svg",
+        "plots/per_label_ap.svg",
+    ] {
+        assert!(
+            run.join(f).is_file(),
+            "{} is missing",
+            run.join(f).display()
+        );
+    }
+    assert_eq!(run.join("plots/alpha.svg").is_file(), expect_alpha);
+
+    // partition.json: 16 demo labels, P = the ceil(0.2 * 16) = 4 least frequent.
+    let part = read_json(&run.join("partition.json"));
+    let labels = part["labels"].as_array().unwrap();
+    let freqs: Vec<u64> = part["frequencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let privileged: Vec<usize> = part["privileged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(labels.len(), 16);
+    assert_eq!(privileged.len(), 4);
+    let max_p = privileged.iter().map(|&i| freqs[i]).max().unwrap();
+    let min_rest = (0..16)
+        .filter(|i| !privileged.contains(i))
+        .map(|i| freqs[i])
+        .min()
+        .unwrap();
+    assert!(
+        max_p <= min_rest,
+        "privileged labels must be the least frequent: {freqs:?} {privileged:?}"
+    );
+
+    // metrics.json: DESIGN.md's groups × metrics, fractions.
+    let m = read_json(&run.join("metrics.json"));
+    for g in ["all", "privileged", "non_privileged"] {
+        for k in ["map", "sample_f1", "emr", "accuracy"] {
+            fraction(&m["groups"][g][k]);
+        }
+    }
+    assert_eq!(m["split"], "test");
+    assert_eq!(m["selected_on"], "val");
+    assert_eq!(m["samples"], "all");
+
+    // scores.npy / targets.npy: [N_test, 16], probabilities and 0/1.
+    let scores = fairpo_io::read_npy_scores(run.join("scores.npy")).unwrap();
+    let targets = fairpo_io::read_npy_targets(run.join("targets.npy")).unwrap();
+    assert_eq!(scores.cols, 16);
+    assert_eq!((scores.rows, scores.cols), (targets.rows, targets.cols));
+    assert_eq!(scores.rows, 40, "the test split has 20 % of 200 images");
+    assert!(scores.data.iter().all(|&s| (0.0..=1.0).contains(&s)));
+
+    // log.jsonl: consecutive steps, one epoch line per epoch, α a distribution when used.
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "step").collect();
+    let epochs: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "epoch").collect();
+    assert_eq!(epochs.len(), 2);
+    // 160 training images, 10 % (16) held out for validation: 144 / 32 -> 5 steps per epoch.
+    assert_eq!(steps.len(), 10);
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!(s["step"].as_u64().unwrap(), i as u64 + 1);
+        assert!(s["loss"].as_f64().unwrap().is_finite());
+        if expect_alpha {
+            let a: Vec<f64> = s["alpha"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(a.len(), 2);
+            assert!((a[0] + a[1] - 1.0).abs() < 1e-9 && a.iter().all(|&x| x > 0.0));
+        } else {
+            assert!(s["alpha"].is_null());
+        }
+    }
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("| P (privileged) |") && report.contains("plots/per_label_ap.svg"));
+}
+
+#[test]
+fn sft_then_cpo_outputs_resume_eval_report_and_reference_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(
+        &fairpo(
+            &[
+                "data", "generate", "--out", "data", "--seed", "3", "--images", "200", "--size",
+                "16",
+            ],
+            dir,
+        ),
+        "data generate",
+    );
+
+    // BCE-SFT end to end (all layers trainable, no α).
+    let sft = sft_config(dir);
+    let out = ok(
+        &fairpo(&["train", "--config", sft.to_str().unwrap()], dir),
+        "train sft",
+    );
+    assert!(out.contains("report: runs/sft/report.md"), "{out}");
+    check_run_outputs(&dir.join("runs/sft"), false);
+    // Training again into the same folder needs --overwrite or --resume.
+    let err = fails(
+        &fairpo(&["train", "--config", sft.to_str().unwrap()], dir),
+        "retrain",
+    );
+    assert!(
+        err.contains("already exists") && err.contains("--overwrite"),
+        "{err}"
+    );
+
+    // FairPO-CPO from the SFT backbone, last layer trainable, reference = SFT.
+    let cpo = cpo_config(dir, "cpo", "runs/sft");
+    ok(
+        &fairpo(&["train", "--config", cpo.to_str().unwrap()], dir),
+        "train cpo",
+    );
+    check_run_outputs(&dir.join("runs/cpo"), true);
+    let summary = read_json(&dir.join("runs/cpo/run.json"));
+    assert_eq!(summary["trainable_layers"], 1);
+    assert_eq!(summary["finished"], true);
+    let full_metrics = read_json(&dir.join("runs/cpo/metrics.json"));
+    let full_scores = fairpo_io::read_npy_scores(dir.join("runs/cpo/scores.npy")).unwrap();
+
+    // Interrupted after 3 steps (mid-epoch), then resumed: the same final result.
+    let cpo2 = cpo_config(dir, "cpo-resumed", "runs/sft");
+    let out = ok(
+        &fairpo(
+            &[
+                "train",
+                "--config",
+                cpo2.to_str().unwrap(),
+                "--set",
+                "train.stop_after_steps=3",
+            ],
+            dir,
+        ),
+        "interrupted cpo",
+    );
+    assert!(out.contains("interrupted at step 3"), "{out}");
+    assert!(!dir.join("runs/cpo-resumed/metrics.json").exists());
+    // The debug stop is not part of the saved experiment: resuming without it trains to the end.
+    ok(
+        &fairpo(
+            &["train", "--config", cpo2.to_str().unwrap(), "--resume"],
+            dir,
+        ),
+        "resume cpo",
+    );
+    let resumed_metrics = read_json(&dir.join("runs/cpo-resumed/metrics.json"));
+    assert_eq!(
+        resumed_metrics["groups"], full_metrics["groups"],
+        "resume changed the result"
+    );
+    assert_eq!(
+        resumed_metrics["per_label_ap"],
+        full_metrics["per_label_ap"]
+    );
+    let resumed_scores =
+        fairpo_io::read_npy_scores(dir.join("runs/cpo-resumed/scores.npy")).unwrap();
+    assert_eq!(
+        resumed_scores.data, full_scores.data,
+        "resumed scores differ"
+    );
+    let log = std::fs::read_to_string(dir.join("runs/cpo-resumed/log.jsonl")).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("\"kind\":\"step\""))
+            .count(),
+        10,
+        "no duplicated log lines"
+    );
+
+    // eval re-computes the selected model's test metrics exactly.
+    let out = ok(
+        &fairpo(&["eval", "--run", "runs/cpo", "--json"], dir),
+        "eval",
+    );
+    let eval: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(eval["groups"], full_metrics["groups"]);
+    assert!(dir.join("runs/cpo/eval-test.json").is_file());
+
+    // report: the comparison table with Δ mAP(P) vs the SFT run.
+    let out = ok(
+        &fairpo(&["report", "runs/sft", "runs/cpo", "--out", "cmp"], dir),
+        "report",
+    );
+    assert!(
+        out.contains("| sft |") && out.contains("| cpo |") && out.contains("| ref |"),
+        "{out}"
+    );
+    assert!(dir.join("cmp/report.md").is_file() && dir.join("cmp/map.svg").is_file());
+
+    // A reference trained on other labels is refused with a clear message.
+    let bad_ref = dir.join("runs/sft-other-labels");
+    std::fs::create_dir_all(&bad_ref).unwrap();
+    for f in ["model.ckpt", "config.toml", "partition.json"] {
+        std::fs::copy(dir.join("runs/sft").join(f), bad_ref.join(f)).unwrap();
+    }
+    let mut summary = read_json(&dir.join("runs/sft/run.json"));
+    summary["labels"].as_array_mut().unwrap().pop();
+    std::fs::write(bad_ref.join("run.json"), summary.to_string()).unwrap();
+    let cfg = cpo_config(dir, "cpo-bad-ref", "runs/sft-other-labels");
+    let err = fails(
+        &fairpo(&["train", "--config", cfg.to_str().unwrap()], dir),
+        "wrong label count",
+    );
+    assert!(err.contains("has 15 labels, this run has 16"), "{err}");
+
+    // A reference with another backbone (here: fresh scratch weights) is refused too.
+    let cfg = write_config(
+        dir,
+        "cpo-other-backbone.toml",
+        &format!(
+            "name = \"cpo-other-backbone\"\nreference = \"runs/sft\"\n{TINY_MODEL}\n[model]\ntrainable_layers = 1\nheads_hidden = [16, 4]\n[objective]\nmethod = \"cpo\"\n"
+        ),
+    );
+    let err = fails(
+        &fairpo(&["train", "--config", cfg.to_str().unwrap()], dir),
+        "other backbone",
+    );
+    assert!(err.contains("different weights"), "{err}");
+}
+
+#[test]
+fn bad_configs_fail_with_clear_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    let typo = write_config(
+        dir,
+        "typo.toml",
+        &format!("name = \"x\"\n{TINY_MODEL}\n[objective]\nmethod = \"bce\"\nbetta = 0.5\n"),
+    );
+    let err = fails(
+        &fairpo(&["train", "--config", typo.to_str().unwrap()], dir),
+        "unknown key",
+    );
+    assert!(
+        err.contains("objective.betta") && err.contains("typo.toml"),
+        "{err}"
+    );
+
+    let bad_set = write_config(
+        dir,
+        "ok.toml",
+        &format!("name = \"x\"\n{TINY_MODEL}\n[objective]\nmethod = \"bce\"\n"),
+    );
+    let err = fails(
+        &fairpo(
+            &[
+                "train",
+                "--config",
+                bad_set.to_str().unwrap(),
+                "--set",
+                "train.lrr=1",
+            ],
+            dir,
+        ),
+        "unknown --set key",
+    );
+    assert!(err.contains("train.lrr"), "{err}");
+
+    let missing_ref = write_config(
+        dir,
+        "cpo.toml",
+        &format!("name = \"c\"\nreference = \"runs/nope\"\n{TINY_MODEL}\n[objective]\nmethod = \"cpo\"\n"),
+    );
+    // No data yet: the data error comes first and names the folder.
+    let err = fails(
+        &fairpo(&["train", "--config", missing_ref.to_str().unwrap()], dir),
+        "missing data",
+    );
+    assert!(err.contains("data"), "{err}");
+    ok(
+        &fairpo(
+            &[
+                "data", "generate", "--out", "data", "--seed", "1", "--images", "50", "--size",
+                "16",
+            ],
+            dir,
+        ),
+        "data generate",
+    );
+    let err = fails(
+        &fairpo(&["train", "--config", missing_ref.to_str().unwrap()], dir),
+        "missing reference",
+    );
+    assert!(
+        err.contains("runs/nope") && err.contains("not a finished run"),
+        "{err}"
+    );
+
+    let no_ref = write_config(
+        dir,
+        "cpo2.toml",
+        &format!("name = \"c2\"\n{TINY_MODEL}\n[objective]\nmethod = \"cpo\"\n"),
+    );
+    let err = fails(
+        &fairpo(&["train", "--config", no_ref.to_str().unwrap()], dir),
+        "no reference",
+    );
+    assert!(err.contains("needs a reference model"), "{err}");
+
+    let err = fails(
+        &fairpo(&["train", "--config", "nope.toml"], dir),
+        "missing config",
+    );
+    assert!(err.contains("nope.toml"), "{err}");
+
+    let err = fails(
+        &fairpo(
+            &[
+                "train",
+                "--config",
+                bad_set.to_str().unwrap(),
+                "--device",
+                "cuda:0",
+            ],
+            dir,
+        ),
+        "cuda",
+    );
+    assert!(err.contains("cuda"), "{err}");
+
+    let err = fails(
+        &fairpo(&["report", "runs/none"], dir),
+        "report of a missing run",
+    );
+    assert!(err.contains("runs/none"), "{err}");
+}
