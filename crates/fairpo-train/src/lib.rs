@@ -4,8 +4,10 @@
 pub mod cmd;
 pub mod config;
 pub mod container;
+pub mod device;
 pub mod early_stop;
 pub mod evaluate;
+pub mod features;
 pub mod hidden;
 pub mod model;
 pub mod paper;

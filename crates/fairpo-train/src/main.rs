@@ -27,6 +27,8 @@ enum Command {
     Metrics(cmd::metrics::MetricsArgs),
     /// Dataset tools: label statistics, the generated demo set.
     Data(cmd::data::DataArgs),
+    /// Extract CLS features of a frozen ViT (Hugging Face folder) over images to .npy.
+    Features(cmd::features::FeaturesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Report(args) => cmd::report::run(args),
         Command::Metrics(args) => cmd::metrics::run(args),
         Command::Data(args) => cmd::data::run(args),
+        Command::Features(args) => cmd::features::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

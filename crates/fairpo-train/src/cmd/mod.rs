@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod features;
 pub mod metrics;
 pub mod report;
 pub mod train;

@@ -1,0 +1,203 @@
+//! Device selection: `cpu`, `cuda`, `cuda:N`, and running backend-generic code on the
+//! chosen backend.
+//!
+//! CPU runs on burn's `Flex` backend (f32). CUDA runs on `burn::backend::Cuda` and needs a
+//! build with the `cuda` feature (`cargo build --features cuda`); asking for it in a build
+//! without the feature, or on a machine without a usable driver/GPU, is an error, not a
+//! panic.
+//!
+//! Generic code is written once as a [`BackendTask`] (a method generic over an autodiff
+//! backend) and run with [`run_on`]:
+//!
+//! ```ignore
+//! struct Train(Config);
+//! impl BackendTask for Train {
+//!     type Output = anyhow::Result<()>;
+//!     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output { ... }
+//! }
+//! run_on(&"cpu".parse()?, Train(cfg))??;
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::AutodiffBackend;
+
+/// The CPU training backend.
+pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
+
+/// The CUDA training backend.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;
+
+/// A device asked for on the command line or in a config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceSpec {
+    /// The CPU (burn `Flex`).
+    #[default]
+    Cpu,
+    /// CUDA GPU number N (`cuda` = `cuda:0`).
+    Cuda(usize),
+}
+
+/// A device string that is not `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid device {0:?}: expected cpu, cuda or cuda:N (N = GPU index, e.g. cuda:0)")]
+pub struct ParseDeviceError(String);
+
+impl FromStr for DeviceSpec {
+    type Err = ParseDeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => t
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| ParseDeviceError(s.to_string())),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceSpec {
+    type Error = ParseDeviceError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(d: DeviceSpec) -> String {
+        d.to_string()
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Why a device cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// CUDA asked for in a build without the `cuda` feature.
+    #[error("device {0} requested, but this fairpo was built without CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit) or use --device cpu")]
+    CudaNotBuilt(DeviceSpec),
+    /// The CUDA runtime failed to initialise the device (no driver, no such GPU...).
+    #[error("device {device} is not usable: {reason}")]
+    CudaUnavailable {
+        /// The device asked for.
+        device: DeviceSpec,
+        /// What the CUDA runtime reported.
+        reason: String,
+    },
+}
+
+/// Code generic over the training backend, run by [`run_on`] on the chosen one.
+pub trait BackendTask {
+    /// What the task returns.
+    type Output;
+    /// Run on backend `B` (an autodiff backend; its inner backend is `B::InnerBackend`).
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Run `task` on the backend and device `spec` names.
+pub fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output, DeviceError> {
+    match *spec {
+        DeviceSpec::Cpu => Ok(task.run::<CpuBackend>(Default::default())),
+        DeviceSpec::Cuda(n) => run_cuda(n, task),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda<T: BackendTask>(n: usize, _task: T) -> Result<T::Output, DeviceError> {
+    Err(DeviceError::CudaNotBuilt(DeviceSpec::Cuda(n)))
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda<T: BackendTask>(n: usize, task: T) -> Result<T::Output, DeviceError> {
+    let device = burn::backend::cuda::CudaDevice { index: n };
+    probe_cuda(n, &device)?;
+    Ok(task.run::<CudaBackend>(device))
+}
+
+/// Touch the device once (allocate, compute, read back) so that a missing driver or GPU
+/// becomes an error here instead of a panic deep inside training.
+#[cfg(feature = "cuda")]
+fn probe_cuda(n: usize, device: &burn::backend::cuda::CudaDevice) -> Result<(), DeviceError> {
+    use burn::tensor::Tensor;
+    let dev = device.clone();
+    let probe = std::panic::catch_unwind(move || {
+        let t = Tensor::<burn::backend::Cuda, 1>::from_floats([1.0, 2.0], &dev);
+        (t * 2.0).into_data().to_vec::<f32>().map(|v| v[1])
+    });
+    match probe {
+        Ok(Ok(v)) if v == 4.0 => Ok(()),
+        Ok(Ok(v)) => Err(DeviceError::CudaUnavailable {
+            device: DeviceSpec::Cuda(n),
+            reason: format!("probe computed {v}, expected 4"),
+        }),
+        Ok(Err(e)) => Err(DeviceError::CudaUnavailable {
+            device: DeviceSpec::Cuda(n),
+            reason: format!("{e:?}"),
+        }),
+        Err(panic) => Err(DeviceError::CudaUnavailable {
+            device: DeviceSpec::Cuda(n),
+            reason: panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "CUDA initialisation panicked".into()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_strings() {
+        assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
+        assert_eq!("CUDA".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
+        for bad in ["", "cuda:", "cuda:x", "tpu", "cuda:-1"] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err().to_string();
+            assert!(err.contains("expected cpu, cuda or cuda:N"), "{err}");
+        }
+        assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
+    }
+
+    struct Sum;
+    impl BackendTask for Sum {
+        type Output = f32;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> f32 {
+            let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
+            t.sum().into_scalar().elem()
+        }
+    }
+    use burn::tensor::ElementConversion;
+
+    #[test]
+    fn runs_generic_code_on_cpu() {
+        assert_eq!(run_on(&DeviceSpec::Cpu, Sum).unwrap(), 6.0);
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_feature_is_a_clear_error() {
+        let err = run_on(&DeviceSpec::Cuda(0), Sum).unwrap_err().to_string();
+        assert!(
+            err.contains("--features cuda") && err.contains("cuda:0"),
+            "{err}"
+        );
+    }
+}

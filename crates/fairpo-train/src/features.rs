@@ -1,0 +1,354 @@
+//! Feature extraction with a frozen ViT, and the feature-cache format of `fairpo features`.
+//!
+//! A cache is two files: `F.npy`, f32 `[N, D]` (one row per image, in the order of the
+//! image list), and the sidecar `F.npy.json` ([`FeatureMeta`]) recording what produced it:
+//! the SHA-256 of the weights file, the model config, the preprocessing, the layer and the
+//! image list (count + SHA-256 of the paths). [`load_cached`] refuses a cache whose sidecar
+//! differs from what the caller would compute now, naming the fields that differ.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use fairpo_data::{PreprocessConfig, Preprocessor};
+use fairpo_io::Matrix;
+use fairpo_vit::{ViT, ViTConfig};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version of the sidecar format.
+pub const FEATURE_FORMAT_VERSION: u32 = 1;
+
+/// Image file extensions picked up from a directory (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// Which hidden state's CLS token is extracted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureLayer {
+    /// CLS after the last layer and the final LayerNorm (the backbone's output).
+    Cls,
+    /// CLS after the first N encoder layers, before the final LayerNorm (HF
+    /// `hidden_states[N]`; 0 = the embeddings).
+    After(usize),
+}
+
+impl std::str::FromStr for FeatureLayer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("cls") {
+            return Ok(Self::Cls);
+        }
+        s.parse::<usize>().map(Self::After).map_err(|_| {
+            format!("invalid layer {s:?}: expected `cls` or a layer count N (0 = embeddings)")
+        })
+    }
+}
+
+impl std::fmt::Display for FeatureLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cls => write!(f, "cls"),
+            Self::After(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The sidecar of a feature file: everything that determines its contents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureMeta {
+    /// Sidecar format version.
+    pub format_version: u32,
+    /// SHA-256 (hex) of the weights file.
+    pub weights_sha256: String,
+    /// The weights file read (informational; not compared).
+    pub weights_path: PathBuf,
+    /// The model's configuration.
+    pub config: ViTConfig,
+    /// Preprocessing applied to every image.
+    pub preprocess: PreprocessConfig,
+    /// Which CLS token.
+    pub layer: FeatureLayer,
+    /// Number of images (rows).
+    pub num_images: usize,
+    /// Feature width (columns).
+    pub dim: usize,
+    /// SHA-256 (hex) of the image paths, one per line, in row order.
+    pub images_sha256: String,
+}
+
+impl FeatureMeta {
+    /// Fields in which `self` (a cache on disk) differs from `want` (what would be
+    /// computed now); empty when the cache is valid.
+    pub fn differences(&self, want: &FeatureMeta) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        if self.format_version != want.format_version {
+            d.push("format_version");
+        }
+        if self.weights_sha256 != want.weights_sha256 {
+            d.push("weights (sha256)");
+        }
+        if self.config != want.config {
+            d.push("model config");
+        }
+        if self.preprocess != want.preprocess {
+            d.push("preprocessing");
+        }
+        if self.layer != want.layer {
+            d.push("layer");
+        }
+        if self.num_images != want.num_images || self.images_sha256 != want.images_sha256 {
+            d.push("image list");
+        }
+        if self.dim != want.dim {
+            d.push("feature width");
+        }
+        d
+    }
+}
+
+/// Sidecar path of a feature file: `F.npy` → `F.npy.json`.
+pub fn sidecar_path(features: &Path) -> PathBuf {
+    let mut s = features.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+/// SHA-256 (hex) of a file's bytes, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex(&h.finalize()))
+}
+
+/// SHA-256 (hex) of a list of paths, one per line.
+pub fn sha256_paths(paths: &[PathBuf]) -> String {
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(p.to_string_lossy().as_bytes());
+        h.update(b"\n");
+    }
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The images named by `source`: a directory (its `.jpg`/`.jpeg`/`.png` files, not
+/// recursive, sorted lexicographically by file name) or a list file (one path per line,
+/// relative paths resolved against the list's folder; blank lines and `#` comments skipped).
+pub fn list_images(source: &Path) -> Result<Vec<PathBuf>> {
+    let images = if source.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(source)
+            .with_context(|| format!("reading image directory {}", source.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                        .unwrap_or(false)
+            })
+            .collect();
+        v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        if v.is_empty() {
+            bail!(
+                "no images found in {} (looked for files ending in .{})",
+                source.display(),
+                IMAGE_EXTENSIONS.join(", .")
+            );
+        }
+        v
+    } else if source.is_file() {
+        let text = std::fs::read_to_string(source)
+            .with_context(|| format!("reading image list {}", source.display()))?;
+        let base = source.parent().unwrap_or(Path::new("."));
+        let v: Vec<PathBuf> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let p = PathBuf::from(l);
+                if p.is_absolute() {
+                    p
+                } else {
+                    base.join(p)
+                }
+            })
+            .collect();
+        if v.is_empty() {
+            bail!(
+                "no images found: list file {} names no image",
+                source.display()
+            );
+        }
+        v
+    } else {
+        bail!("{}: no such image directory or list file", source.display());
+    };
+    Ok(images)
+}
+
+/// The preprocessing a model folder asks for: the model's image size, overridden by its
+/// `preprocessor_config.json` (mean, std, size, filter) when present.
+pub fn preprocess_for_model(model_dir: &Path, cfg: &ViTConfig) -> Result<PreprocessConfig> {
+    let mut pre = PreprocessConfig {
+        size: cfg.image_size,
+        ..PreprocessConfig::default()
+    };
+    let hf = model_dir.join("preprocessor_config.json");
+    if hf.is_file() {
+        pre.apply_hf_preprocessor(&hf)
+            .with_context(|| format!("reading {}", hf.display()))?;
+    }
+    if pre.size != cfg.image_size {
+        bail!(
+            "{}: preprocessing size {} differs from the model's image_size {}",
+            hf.display(),
+            pre.size,
+            cfg.image_size
+        );
+    }
+    Ok(pre)
+}
+
+/// Run the frozen model over `images` in batches of `batch` and return `[N, D]` CLS
+/// features. Images are decoded in parallel (rayon); `on_batch(done)` is called after
+/// every batch (progress). An unreadable image fails the whole run, naming the file.
+pub fn extract_features<B: Backend>(
+    vit: &ViT<B>,
+    images: &[PathBuf],
+    pre: &Preprocessor,
+    layer: FeatureLayer,
+    batch: usize,
+    device: &B::Device,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Matrix<f32>> {
+    if let FeatureLayer::After(n) = layer {
+        if n > vit.num_layers() {
+            bail!(
+                "--layer {n}: the model has only {} encoder layers (use 0..={} or cls)",
+                vit.num_layers(),
+                vit.num_layers()
+            );
+        }
+    }
+    let batch = batch.max(1);
+    let size = pre.config().size;
+    let per = pre.output_len();
+    let d = vit.hidden_size();
+    let mut data = Vec::with_capacity(images.len() * d);
+    let mut done = 0;
+    for chunk in images.chunks(batch) {
+        let pixels: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .map(|p| {
+                pre.load(p)
+                    .with_context(|| format!("reading image {}", p.display()))
+            })
+            .collect::<Result<_>>()?;
+        let mut flat = Vec::with_capacity(chunk.len() * per);
+        for p in pixels {
+            flat.extend_from_slice(&p);
+        }
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(flat, [chunk.len(), 3, size, size]), device);
+        let z = match layer {
+            FeatureLayer::Cls => vit.forward(x),
+            FeatureLayer::After(n) => vit.forward_cls_after(x, n),
+        };
+        let v: Vec<f32> = z
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| anyhow::anyhow!("reading features back: {e:?}"))?;
+        data.extend_from_slice(&v);
+        done += chunk.len();
+        on_batch(done);
+    }
+    Ok(Matrix {
+        rows: images.len(),
+        cols: d,
+        data,
+    })
+}
+
+/// Write `F.npy` and its sidecar, both atomically (the sidecar last, so a cache with a
+/// sidecar is always complete).
+pub fn write_features(path: &Path, features: &Matrix<f32>, meta: &FeatureMeta) -> Result<()> {
+    fairpo_io::write_npy_f32(path, features)?;
+    fairpo_io::write_json_atomic(sidecar_path(path), meta)?;
+    Ok(())
+}
+
+/// Read a feature cache, refusing it when its sidecar is missing or differs from `want`.
+pub fn load_cached(path: &Path, want: &FeatureMeta) -> Result<Matrix<f32>> {
+    let side = sidecar_path(path);
+    let text = std::fs::read_to_string(&side)
+        .with_context(|| format!("{}: feature cache has no readable sidecar", side.display()))?;
+    let have: FeatureMeta = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid feature sidecar", side.display()))?;
+    let diff = have.differences(want);
+    if !diff.is_empty() {
+        bail!(
+            "{}: stale feature cache (differs in: {}); recompute it with `fairpo features`",
+            path.display(),
+            diff.join(", ")
+        );
+    }
+    let m = fairpo_io::read_npy_f32(path)?;
+    if m.rows != want.num_images || m.cols != want.dim {
+        bail!(
+            "{}: feature cache has shape [{}, {}], its sidecar says [{}, {}]",
+            path.display(),
+            m.rows,
+            m.cols,
+            want.num_images,
+            want.dim
+        );
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_layers() {
+        assert_eq!("cls".parse::<FeatureLayer>().unwrap(), FeatureLayer::Cls);
+        assert_eq!("3".parse::<FeatureLayer>().unwrap(), FeatureLayer::After(3));
+        assert!("last"
+            .parse::<FeatureLayer>()
+            .unwrap_err()
+            .contains("expected `cls`"));
+    }
+
+    #[test]
+    fn sidecar_is_next_to_the_features() {
+        assert_eq!(
+            sidecar_path(Path::new("out/f.npy")),
+            PathBuf::from("out/f.npy.json")
+        );
+    }
+
+    #[test]
+    fn list_file_resolves_relative_paths_and_skips_comments() {
+        let tmp = tempfile::tempdir().unwrap();
+        let list = tmp.path().join("list.txt");
+        std::fs::write(&list, "# images\nb.png\n\n/abs/a.jpg\n").unwrap();
+        let v = list_images(&list).unwrap();
+        assert_eq!(
+            v,
+            vec![tmp.path().join("b.png"), PathBuf::from("/abs/a.jpg")]
+        );
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let err = list_images(&empty).unwrap_err().to_string();
+        assert!(err.contains("no images found"), "{err}");
+    }
+}
