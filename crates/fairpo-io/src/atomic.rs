@@ -29,9 +29,9 @@ where
     F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
 {
     let path = path.as_ref();
-    let err = |source| IoError::Write {
+    let err = |error| IoError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -72,9 +72,9 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(), IoError> {
     let path = path.as_ref();
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| IoError::Json {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|error| IoError::Json {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     bytes.push(b'\n');
     atomic_write(path, &bytes)

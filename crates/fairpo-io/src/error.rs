@@ -6,21 +6,21 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
     /// The file could not be opened or read (missing, permissions, ...).
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message, not a separate `source()`, so it prints once).
+        error: std::io::Error,
     },
 
     /// The file (or its temporary sibling) could not be written or renamed into place.
-    #[error("{}: cannot write: {source}", path.display())]
+    #[error("{}: cannot write: {error}", path.display())]
     Write {
         /// The destination file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message, not a separate `source()`, so it prints once).
+        error: std::io::Error,
     },
 
     /// The file is not a well-formed `.npy` file.
@@ -76,12 +76,12 @@ pub enum IoError {
     },
 
     /// A value could not be serialised to JSON.
-    #[error("{}: cannot serialise JSON: {source}", path.display())]
+    #[error("{}: cannot serialise JSON: {error}", path.display())]
     Json {
         /// The destination file.
         path: PathBuf,
         /// The serde error.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 

@@ -33,9 +33,9 @@ struct RawNpy {
 const MAGIC: &[u8] = b"\x93NUMPY";
 
 fn open(path: &Path) -> Result<RawNpy, IoError> {
-    let bytes = std::fs::read(path).map_err(|source| IoError::Read {
+    let bytes = std::fs::read(path).map_err(|error| IoError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let not_npy = |reason: String| IoError::NotNpy {
         path: path.to_path_buf(),

@@ -36,20 +36,20 @@ pub enum PartitionError {
     #[error(transparent)]
     Io(#[from] fairpo_io::IoError),
     /// The file is not valid partition JSON.
-    #[error("{}: invalid partition JSON: {source}", path.display())]
+    #[error("{}: invalid partition JSON: {error}", path.display())]
     Json {
         /// The file.
         path: PathBuf,
         /// The parse error (with line and column).
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// The file parsed but its content is inconsistent.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {problem}", path.display())]
     InFile {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        source: Box<PartitionError>,
+        problem: Box<PartitionError>,
     },
     /// `labels` and `frequencies` differ in length.
     #[error("{labels} label names but {frequencies} frequencies")]
@@ -208,19 +208,18 @@ impl Partition {
     /// Reads and checks a `partition.json`. Errors name the file.
     pub fn load(path: impl AsRef<Path>) -> Result<Partition, PartitionError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| fairpo_io::IoError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| fairpo_io::IoError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
-        let raw: Partition =
-            serde_json::from_str(&text).map_err(|source| PartitionError::Json {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let raw: Partition = serde_json::from_str(&text).map_err(|error| PartitionError::Json {
+            path: path.to_path_buf(),
+            error,
+        })?;
         Partition::from_indices(raw.labels, raw.frequencies, &raw.privileged).map_err(|e| {
             PartitionError::InFile {
                 path: path.to_path_buf(),
-                source: Box::new(e),
+                problem: Box::new(e),
             }
         })
     }
