@@ -228,8 +228,8 @@ proptest! {
         let cfg = MetricsConfig::default();
         let a = evaluate(&s, &y, &[], &cfg).unwrap();
         let b = evaluate(&permute(&s), &permute_y(&y), &[], &cfg).unwrap();
-        for j in 0..t {
-            prop_assert_eq!(b.per_label_ap[j], a.per_label_ap[perm[j]]);
+        for (j, &old) in perm.iter().enumerate() {
+            prop_assert_eq!(b.per_label_ap[j], a.per_label_ap[old]);
         }
         // Label order does not change the all-labels metrics.
         match (a.groups.all.map, b.groups.all.map) {
