@@ -486,4 +486,74 @@ mod tests {
             .to_string();
         assert!(err.contains("no backbone"), "{err}");
     }
+
+    fn configs_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+    }
+
+    #[test]
+    fn every_preset_and_ablation_overlay_parses() {
+        let dir = configs_dir();
+        let mut presets: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        presets.sort();
+        assert_eq!(
+            presets.len(),
+            18,
+            "demo/coco/nus x six methods: {presets:?}"
+        );
+        let overlays: Vec<PathBuf> = std::fs::read_dir(dir.join("ablations"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(overlays.len(), 6);
+        for p in &presets {
+            let cfg =
+                RunConfig::load(std::slice::from_ref(p), &[]).unwrap_or_else(|e| panic!("{e}"));
+            let stem = p.file_stem().unwrap().to_string_lossy();
+            assert_eq!(cfg.name, stem, "{}", p.display());
+            if cfg.objective.needs_reference() {
+                let ds = stem.split('-').next().unwrap();
+                assert_eq!(cfg.reference, Some(PathBuf::from(format!("runs/{ds}-sft"))));
+            }
+        }
+        for o in &overlays {
+            let cfg = RunConfig::load(&[dir.join("demo-cpo.toml"), o.clone()], &[])
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_ne!(
+                cfg,
+                RunConfig::load(&[dir.join("demo-cpo.toml")], &[]).unwrap(),
+                "{} changes nothing",
+                o.display()
+            );
+        }
+    }
+
+    #[test]
+    fn paper_presets_carry_table5_hyperparameters() {
+        let load =
+            |n: &str| RunConfig::load(&[configs_dir().join(format!("{n}.toml"))], &[]).unwrap();
+        let o = load("coco-cpo").objective;
+        assert_eq!((o.beta, o.lambda_cpo, o.epsilon), (0.5, 0.5, 0.01));
+        let o = load("coco-simpo").objective;
+        assert_eq!((o.beta, o.gamma, o.epsilon), (0.5, 0.1, 0.05));
+        let o = load("coco-dpo").objective;
+        assert_eq!((o.beta, o.epsilon), (0.5, 0.05));
+        let o = load("nus-cpo").objective;
+        assert_eq!((o.beta, o.lambda_cpo, o.epsilon), (0.1, 0.5, 0.05));
+        let o = load("nus-simpo").objective;
+        assert_eq!((o.beta, o.gamma, o.epsilon), (0.1, 0.05, 0.1));
+        let o = load("nus-dpo").objective;
+        assert_eq!((o.beta, o.epsilon), (0.1, 0.05));
+        let c = load("coco-rw");
+        assert_eq!(c.objective.lambda_p, 5.0);
+        let t = load("nus-gdro").train;
+        assert_eq!(
+            (t.lr, t.batch_size, t.epochs, t.patience),
+            (1e-4, 32, 25, 5)
+        );
+    }
 }
