@@ -543,3 +543,35 @@ mod tests {
         assert!(matches!(Preprocessor::new(cfg), Err(DataError::Config(_))));
     }
 }
+
+#[cfg(test)]
+mod hf_tests {
+    use super::*;
+
+    #[test]
+    fn hf_preprocessor_json_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("preprocessor_config.json");
+        std::fs::write(
+            &p,
+            r#"{"do_normalize": true, "do_resize": true, "image_mean": [0.485, 0.456, 0.406],
+                "image_std": [0.229, 0.224, 0.225], "resample": 3, "rescale_factor": 0.00392156862745098,
+                "size": {"height": 384, "width": 384}}"#,
+        )
+        .unwrap();
+        let mut cfg = PreprocessConfig::default();
+        cfg.apply_hf_preprocessor(&p).unwrap();
+        assert_eq!(cfg.size, 384);
+        assert_eq!(cfg.filter, ResampleFilter::Bicubic);
+        assert_eq!(cfg.mean, [0.485, 0.456, 0.406]);
+        assert_eq!(cfg.std, [0.229, 0.224, 0.225]);
+        std::fs::write(&p, r#"{"resample": 1}"#).unwrap();
+        let err = cfg.apply_hf_preprocessor(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("preprocessor_config.json") && err.contains("resample = 1"),
+            "{err}"
+        );
+        std::fs::write(&p, r#"{"size": {"height": 2, "width": 3}}"#).unwrap();
+        assert!(cfg.apply_hf_preprocessor(&p).is_err());
+    }
+}

@@ -176,11 +176,11 @@ pub fn resize_rgb(
             let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + horiz.len[xx]];
             let half = 1i32 << (PRECISION_BITS - 1);
             let (mut r, mut g, mut b) = (half, half, half);
-            for (i, &w) in k.iter().enumerate() {
-                let p = (s + i) * 3;
-                r += i32::from(row[p]) * w;
-                g += i32::from(row[p + 1]) * w;
-                b += i32::from(row[p + 2]) * w;
+            let px = &row[s * 3..(s + k.len()) * 3];
+            for (p, &w) in px.chunks_exact(3).zip(k) {
+                r += i32::from(p[0]) * w;
+                g += i32::from(p[1]) * w;
+                b += i32::from(p[2]) * w;
             }
             out[ox * 3] = clip8(r);
             out[ox * 3 + 1] = clip8(g);
