@@ -101,6 +101,13 @@ fn spec_from_config(path: &PathBuf) -> anyhow::Result<DatasetSpec> {
 }
 
 fn stats(a: StatsArgs) -> anyhow::Result<()> {
+    print!("{}", stats_text(&a)?);
+    Ok(())
+}
+
+/// What `fairpo data stats` prints (JSON line or table).
+pub fn stats_text(a: &StatsArgs) -> anyhow::Result<String> {
+    use std::fmt::Write;
     let mut spec = match &a.config {
         Some(p) => spec_from_config(p)?,
         None => DatasetSpec::default(),
@@ -132,31 +139,33 @@ fn stats(a: StatsArgs) -> anyhow::Result<()> {
     .with_context(|| format!("loading the {} split of {}", a.split, spec.root.display()))?;
     let stats = LabelStats::of(&dataset, &spec.privileged)?;
     if a.json {
-        println!("{}", serde_json::to_string(&stats)?);
-        return Ok(());
+        return Ok(format!("{}\n", serde_json::to_string(&stats)?));
     }
     let r = &dataset.report;
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "{} ({:?} layout), split {}: {} images, {} labels",
         spec.root.display(),
         spec.format,
         dataset.split,
         dataset.len(),
         dataset.num_labels()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "listed {}, kept {}, empty kept {}, empty dropped {}, missing skipped {}, repeated labels merged {}, parsed in {:.2} s",
         r.listed, r.kept, r.empty_kept, r.empty_dropped, r.missing_skipped, r.duplicate_labels, r.parse_seconds
-    );
+    )?;
     let names: Vec<&str> = stats
         .privileged
         .iter()
         .map(|&i| stats.labels[i].as_str())
         .collect();
-    println!("privileged ({}): {}", names.len(), names.join(", "));
-    println!();
-    print!("{}", stats.histogram(40));
-    Ok(())
+    writeln!(out, "privileged ({}): {}", names.len(), names.join(", "))?;
+    writeln!(out)?;
+    out.push_str(&stats.histogram(40));
+    Ok(out)
 }
 
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
@@ -199,4 +208,93 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         .collect();
     println!("train images per label: {}", counts.join(" "));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_args(root: &std::path::Path) -> StatsArgs {
+        StatsArgs {
+            config: None,
+            format: Some("coco".into()),
+            root: Some(root.to_path_buf()),
+            split: "train".into(),
+            privileged_fraction: None,
+            privileged_count: None,
+            drop_empty: false,
+            skip_missing: false,
+            json: true,
+        }
+    }
+
+    #[test]
+    fn generate_then_stats_json_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("demo");
+        run(DataArgs {
+            command: DataCommand::Generate(GenerateArgs {
+                out: out.clone(),
+                seed: 3,
+                images: 50,
+                size: 16,
+                grid: None,
+                force: false,
+            }),
+        })
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&stats_text(&stats_args(&out)).unwrap()).unwrap();
+        assert_eq!(json["num_images"], 40);
+        assert_eq!(json["labels"].as_array().unwrap().len(), 16);
+        assert_eq!(json["privileged"].as_array().unwrap().len(), 4);
+        let table = stats_text(&StatsArgs {
+            json: false,
+            privileged_count: Some(2),
+            ..stats_args(&out)
+        })
+        .unwrap();
+        assert!(
+            table.contains("40 images, 16 labels") && table.contains("privileged (2)"),
+            "{table}"
+        );
+        // A second generate into the same folder needs --force.
+        let err = run(DataArgs {
+            command: DataCommand::Generate(GenerateArgs {
+                out: out.clone(),
+                seed: 3,
+                images: 50,
+                size: 16,
+                grid: None,
+                force: false,
+            }),
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+    }
+
+    #[test]
+    fn stats_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = stats_text(&stats_args(&dir.path().join("missing"))).unwrap_err();
+        assert!(format!("{err:#}").contains("missing"), "{err:#}");
+        let err = stats_text(&StatsArgs {
+            format: Some("voc".into()),
+            ..stats_args(dir.path())
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown dataset format"),
+            "{err:#}"
+        );
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "[data]\nformat = \"coco\"\nbogus = 1\n").unwrap();
+        let err = stats_text(&StatsArgs {
+            config: Some(cfg),
+            root: None,
+            ..stats_args(dir.path())
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
 }
