@@ -303,6 +303,40 @@ fn label_ap(scores: &[f32], targets: &[u8], t: usize, rows: Range<usize>, j: usi
     average_precision_keys(&mut keys)
 }
 
+/// AP of every label over all rows.
+///
+/// The keys are first transposed into one column per label, a block of rows at a time (so
+/// reads stay sequential and each row block's writes stay in cache), then each column is
+/// sorted and walked in parallel.
+fn all_label_ap(scores: &[f32], targets: &[u8], n: usize, t: usize) -> Vec<Option<f64>> {
+    const BLOCK: usize = 256;
+    let mut keys = vec![0u64; n * t];
+    // Parallel over row blocks: each block writes a disjoint `rows` slice of every column.
+    let cols: Vec<&mut [u64]> = keys.chunks_mut(n).collect();
+    let mut blocks: Vec<Vec<&mut [u64]>> = (0..n.div_ceil(BLOCK))
+        .map(|_| Vec::with_capacity(t))
+        .collect();
+    for col in cols {
+        for (b, part) in col.chunks_mut(BLOCK).enumerate() {
+            blocks[b].push(part);
+        }
+    }
+    blocks
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, mut parts)| {
+            let r0 = b * BLOCK;
+            for (k, r) in (r0..(r0 + BLOCK).min(n)).enumerate() {
+                let s = &scores[r * t..(r + 1) * t];
+                let y = &targets[r * t..(r + 1) * t];
+                for j in 0..t {
+                    parts[j][k] = key(s[j], y[j]);
+                }
+            }
+        });
+    keys.par_chunks_mut(n).map(average_precision_keys).collect()
+}
+
 /// Mean of the defined APs of `labels`, and how many were defined.
 fn mean_ap(ap: &[Option<f64>], labels: &[usize]) -> (Option<f64>, usize) {
     let vals: Vec<f64> = labels.iter().filter_map(|&j| ap[j]).collect();
@@ -367,10 +401,7 @@ fn evaluate_slices(
         (0..t).filter(|&j| !is_priv[j]).collect(),
     ];
 
-    let per_label_ap: Vec<Option<f64>> = (0..t)
-        .into_par_iter()
-        .map(|j| label_ap(scores, targets, t, 0..n, j))
-        .collect();
+    let per_label_ap = all_label_ap(scores, targets, n, t);
 
     let metrics: Vec<GroupMetrics> = match cfg.per_batch {
         None => {
