@@ -53,7 +53,7 @@ pub(crate) fn radix_sort_keys(keys: &mut [u64], buf: &mut Vec<u64>) {
     buf.resize(n, 0);
     let mut in_keys = true; // where the data currently is
     for (p, h) in hist.iter().enumerate() {
-        if h.iter().any(|&c| c == n) {
+        if h.contains(&n) {
             continue; // one digit value for all keys: this pass would not move anything
         }
         let mut offset = [0usize; BUCKETS];
