@@ -38,7 +38,7 @@ pub struct LoadReport {
     pub parse_seconds: f64,
 }
 
-/// One split of a dataset: image paths, a [N,T] 0/1 target matrix and the label names.
+/// One split of a dataset: image paths, a `[N,T]` 0/1 target matrix and the label names.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     /// Human-readable name of the split, e.g. `train2014`.
@@ -47,7 +47,7 @@ pub struct Dataset {
     pub labels: Vec<String>,
     /// Image file of each row.
     pub paths: Vec<PathBuf>,
-    /// Row-major [N,T] targets, 0 or 1.
+    /// Row-major `[N,T]` targets, 0 or 1.
     pub targets: Matrix<u8>,
     /// What was kept and dropped while loading.
     pub report: LoadReport,
@@ -81,7 +81,7 @@ impl Dataset {
     }
 }
 
-/// Number of rows with a 1 in each column of a [N,T] 0/1 matrix.
+/// Number of rows with a 1 in each column of a `[N,T]` 0/1 matrix.
 pub fn label_counts(targets: &Matrix<u8>) -> Vec<u64> {
     let mut counts = vec![0u64; targets.cols];
     if targets.cols == 0 {
@@ -100,7 +100,7 @@ pub(crate) struct RawSplit {
     pub split: String,
     pub labels: Vec<String>,
     pub paths: Vec<PathBuf>,
-    /// Row-major [N,T].
+    /// Row-major `[N,T]`.
     pub rows: Vec<u8>,
     pub duplicate_labels: usize,
     pub parse_seconds: f64,

@@ -1,6 +1,6 @@
 //! Everything between dataset files on disk and the batches a training step consumes.
 //!
-//! - Loaders, each yielding a [`Dataset`] per split (image paths, a [N,T] 0/1
+//! - Loaders, each yielding a [`Dataset`] per split (image paths, a `[N,T]` 0/1
 //!   [`fairpo_io::Matrix`] of targets, label names in a fixed order, and a [`LoadReport`] of what
 //!   was kept and dropped): COCO 2014 official JSON ([`coco::load_instances`]), the YOLO-style
 //!   COCO layout ([`coco::load_yolo`]), NUS-WIDE official and combined layouts

@@ -21,14 +21,14 @@ use crate::error::{DataError, Result};
 use crate::preprocess::{decode_rgb, PreprocessConfig, Preprocessor};
 use crate::split::{epoch_order, mix};
 
-/// One batch: pixels [B,3,H,W] and targets [B,T], row-major, with the dataset rows they came from.
+/// One batch: pixels `[B,3,H,W]` and targets `[B,T]`, row-major, with the dataset rows they came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     /// Dataset rows in this batch, in order.
     pub indices: Vec<usize>,
-    /// [B,3,H,W] normalised pixels; empty when the loader was built without pixels.
+    /// `[B,3,H,W]` normalised pixels; empty when the loader was built without pixels.
     pub pixels: Vec<f32>,
-    /// [B,T] targets, 0/1.
+    /// `[B,T]` targets, 0/1.
     pub targets: Vec<u8>,
     /// B (may be smaller than the configured batch size for the last batch or after skips).
     pub batch_size: usize,

@@ -1,4 +1,4 @@
-//! Image pipeline: decode → (augment) → resize → crop → normalise → [3,H,W] f32.
+//! Image pipeline: decode → (augment) → resize → crop → normalise → `[3,H,W]` f32.
 //!
 //! Defaults follow the Hugging Face `ViTImageProcessor` of `google/vit-base-patch16-224`: direct
 //! resize to 224×224 with Pillow's bilinear filter, rescale by 1/255, normalise with mean 0.5 and
@@ -75,7 +75,7 @@ pub struct PreprocessConfig {
     pub resize_shorter: Option<usize>,
     /// Resampling filter (default `bilinear`, Pillow's).
     pub filter: ResampleFilter,
-    /// Per-channel mean subtracted after scaling to [0,1] (default [0.5, 0.5, 0.5]).
+    /// Per-channel mean subtracted after scaling to 0..1 (default [0.5, 0.5, 0.5]).
     pub mean: [f32; 3],
     /// Per-channel std divided by (default [0.5, 0.5, 0.5]).
     pub std: [f32; 3],
@@ -356,7 +356,7 @@ impl Preprocessor {
         }
     }
 
-    /// Writes the normalised [3,size,size] image into `out` (length [`Self::output_len`]).
+    /// Writes the normalised `[3,size,size]` image into `out` (length [`Self::output_len`]).
     pub fn process_into(
         &self,
         img: &RgbImage,
@@ -367,7 +367,7 @@ impl Preprocessor {
         self.normalize_into(&rgb, out);
     }
 
-    /// Normalises packed RGB bytes of a size×size image into planar [3,size,size] floats.
+    /// Normalises packed RGB bytes of a size×size image into planar `[3,size,size]` floats.
     pub fn normalize_into(&self, rgb: &[u8], out: &mut [f32]) {
         let plane = self.cfg.size * self.cfg.size;
         assert_eq!(rgb.len(), plane * 3, "normalize_into: wrong input length");
@@ -381,7 +381,7 @@ impl Preprocessor {
         }
     }
 
-    /// Decodes and processes one file into a new [3,size,size] vector.
+    /// Decodes and processes one file into a new `[3,size,size]` vector.
     pub fn load(&self, path: &Path) -> Result<Vec<f32>> {
         let img = decode_rgb(path)?;
         let mut out = vec![0f32; self.output_len()];
