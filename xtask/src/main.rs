@@ -239,9 +239,15 @@ fn read_preset(preset: &str) -> Result<PresetInfo> {
         .with_context(|| format!("{}: invalid TOML", path.display()))?;
     let s = |v: Option<&toml::Value>| v.and_then(|v| v.as_str()).map(PathBuf::from);
     let data = t.get("data").and_then(|d| d.as_table());
-    let demo_root = data
-        .filter(|d| d.get("format").and_then(|f| f.as_str()) == Some("demo"))
-        .and_then(|d| s(d.get("root")));
+    // Demo presets read the generated set (default root data/demo), made on demand.
+    let demo_root = if preset.starts_with("demo") {
+        Some(
+            data.and_then(|d| s(d.get("root")))
+                .unwrap_or_else(|| PathBuf::from("data/demo")),
+        )
+    } else {
+        None
+    };
     Ok(PresetInfo {
         name: t
             .get("name")
