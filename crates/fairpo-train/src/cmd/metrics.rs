@@ -48,7 +48,10 @@ pub struct MetricsArgs {
     /// Sample F1 of a sample with no true and no predicted label in the group (0 or 1).
     #[arg(long, default_value_t = 0.0)]
     pub zero_division: f64,
-    /// Print one JSON object (fractions in [0,1]) instead of the table.
+    /// Print one JSON object instead of the table: `groups` (all, privileged,
+    /// non_privileged, each with map, sample_f1, emr, accuracy as fractions in [0,1] or
+    /// null when undefined, labels_scored, samples_scored), plus `per_label_ap` and
+    /// `details` (settings used, skipped labels).
     #[arg(long)]
     pub json: bool,
 }
