@@ -375,7 +375,13 @@ fn evaluate_slices(
     if n == 0 || t == 0 {
         return Err(MetricsError::Empty { rows: n, cols: t });
     }
-    debug_assert_eq!(scores.len(), n * t);
+    // Matrix fields are public; an inconsistent one is a programming error, not bad input.
+    assert!(
+        scores.len() == n * t && targets.len() == n * t,
+        "inconsistent Matrix: {} scores, {} targets for {n}x{t}",
+        scores.len(),
+        targets.len()
+    );
     if let Some(i) = scores.iter().position(|v| !v.is_finite()) {
         return Err(MetricsError::NonFinite {
             row: i / t,
