@@ -104,16 +104,18 @@ fn normalised_output_matches_hf_processor() {
     }
 }
 
-/// JPEG decoders differ slightly (IDCT and chroma upsampling): zune-jpeg vs libjpeg-turbo. We
-/// allow a mean absolute difference under 1.5 and a max under 24 grey levels on this noisy
-/// 4:2:0 image; greyscale JPEGs have no chroma upsampling, so they must agree within 2.
+/// JPEG decoders differ slightly (IDCT rounding and chroma upsampling): zune-jpeg vs Pillow's
+/// libjpeg-turbo. Measured on these fixtures: mean |diff| 0.37 and max 3 grey levels for the
+/// 4:2:0 colour JPEG, 0.02 / 1 for the greyscale and CMYK ones. Tolerances leave a little room
+/// above that: colour mean < 1 and max <= 4; greyscale and CMYK (no chroma upsampling) mean < 0.1
+/// and max <= 1.
 #[test]
 fn jpeg_decoding_close_to_pillow_including_grey_and_cmyk() {
     let r = reference();
     for (name, mean_tol, max_tol) in [
-        ("photo.jpg", 1.5, 24u8),
-        ("grey.jpg", 0.5, 2),
-        ("cmyk.jpg", 1.5, 24),
+        ("photo.jpg", 1.0, 4u8),
+        ("grey.jpg", 0.1, 1),
+        ("cmyk.jpg", 0.1, 1),
     ] {
         let d = &r["decode"][name];
         let img = decode_rgb(&pipeline_dir().join(name)).unwrap();
