@@ -12,6 +12,30 @@
 //! - The generated demo set ([`demo`], see its docs for what it contains).
 //! - The image pipeline ([`preprocess`], Pillow-exact resampling in [`resample`]) and the
 //!   parallel prefetching [`BatchLoader`].
+//!
+//! A `[data]` table with every field at its default (any subset may be given):
+//!
+//! ```toml
+//! [data]
+//! format = "coco"          # coco | coco-yolo | nus | nus-combined | list
+//! root = "data/demo"
+//! # train_split = "train2014"; test_split = "val2014"; labels_file = ...; image_dir = ...
+//! drop_empty = false
+//! skip_missing = false
+//! skip_corrupt = false
+//! val_fraction = 0.1
+//! split_seed = 42
+//! select_on = "val"        # or "test" (the released code's behaviour; reports must say so)
+//! privileged = { fraction = 0.2 }   # or { count = 16 } or { names = ["toaster", ...] }
+//!
+//! [data.preprocess]
+//! size = 224
+//! resize = "direct"        # or "shorter_side_crop" (with resize_shorter, default size*256/224)
+//! filter = "bilinear"      # or "bicubic" (Pillow-exact)
+//! mean = [0.5, 0.5, 0.5]
+//! std = [0.5, 0.5, 0.5]
+//! augment = { random_resized_crop = false, scale = [0.5, 1.0], ratio = [0.75, 1.3333333333333333], horizontal_flip = false }
+//! ```
 
 pub mod coco;
 pub mod dataset;

@@ -475,3 +475,20 @@ fn partition_ties_by_label_index_and_stats_json() {
     );
     assert!(hist.contains("1* b"), "{hist}");
 }
+
+/// The example `[data]` table in the crate docs parses and equals the defaults.
+#[test]
+fn documented_data_table_is_the_default() {
+    let doc = include_str!("../src/lib.rs");
+    let start = doc.find("//! [data]\n").unwrap();
+    let end = doc[start..].find("//! ```").unwrap() + start;
+    let toml_text: String = doc[start..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let spec = DatasetSpec::from_toml_str(&toml_text.replace("[data.preprocess]", "[preprocess]"))
+        .unwrap();
+    assert_eq!(spec, DatasetSpec::default());
+}
