@@ -2,7 +2,8 @@
 """PyTorch counterpart of crates/fairpo-objectives/examples/bench_objectives.rs.
 
 Same shapes (B=32, T=80, D=768, heads 768-256-64-16-4-1), PyTorch eager on CPU, float32,
-median of 15 after 3 warm-up runs. Prints `row name<TAB>milliseconds` lines, the row names
+fastest of 15 after 3 warm-up runs (the minimum is least disturbed
+by other processes). Prints `row name<TAB>milliseconds` lines, the row names
 matching the Rust table. Objectives are vectorised the usual PyTorch way (confusing labels by
 argmax of uniform noise over the candidate mask), the same formulas as the Rust crate.
 """
@@ -26,7 +27,7 @@ def time_ms(f):
         t = time.perf_counter()
         f()
         v.append((time.perf_counter() - t) * 1e3)
-    return sorted(v)[ITERS // 2]
+    return min(v)
 
 
 class StackedHeads(nn.Module):
