@@ -248,33 +248,35 @@ impl BatchJob {
             }));
         }
         let len = self.pre.output_len();
-        let results: Vec<Result<Vec<f32>>> = self.pool.install(|| {
-            chunk
-                .par_iter()
-                .map(|&i| {
+        // Decode straight into the batch buffer; rows of skipped images are removed afterwards.
+        let mut pixels = vec![0f32; chunk.len() * len];
+        let results: Vec<Result<()>> = self.pool.install(|| {
+            pixels
+                .par_chunks_mut(len)
+                .zip(chunk.par_iter())
+                .map(|(out, &i)| {
                     let img = decode_rgb(&self.dataset.paths[i])?;
-                    let mut out = vec![0f32; len];
                     if self.cfg.augment {
                         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(
                             mix(self.cfg.seed, self.epoch),
                             i as u64,
                         ));
-                        self.pre.process_into(&img, Some(&mut rng), &mut out);
+                        self.pre.process_into(&img, Some(&mut rng), out);
                     } else {
-                        self.pre.process_into(&img, None, &mut out);
+                        self.pre.process_into(&img, None, out);
                     }
-                    Ok(out)
+                    Ok(())
                 })
                 .collect()
         });
         let mut indices = Vec::with_capacity(chunk.len());
-        let mut pixels = Vec::with_capacity(chunk.len() * len);
         let mut targets = Vec::with_capacity(chunk.len() * t);
-        for (&i, r) in chunk.iter().zip(results) {
+        let mut kept_rows = Vec::with_capacity(chunk.len());
+        for (row, (&i, r)) in chunk.iter().zip(results).enumerate() {
             match r {
-                Ok(px) => {
+                Ok(()) => {
                     indices.push(i);
-                    pixels.extend_from_slice(&px);
+                    kept_rows.push(row);
                     targets.extend_from_slice(self.dataset.target_row(i));
                 }
                 Err(e @ (DataError::Decode { .. } | DataError::Io { .. }))
@@ -291,6 +293,14 @@ impl BatchJob {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if kept_rows.len() < chunk.len() {
+            for (dst, &src) in kept_rows.iter().enumerate() {
+                if dst != src {
+                    pixels.copy_within(src * len..(src + 1) * len, dst * len);
+                }
+            }
+            pixels.truncate(kept_rows.len() * len);
         }
         if indices.is_empty() {
             return Ok(None);

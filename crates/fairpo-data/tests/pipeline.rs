@@ -323,6 +323,16 @@ fn corrupt_images_error_or_are_skipped_and_counted() {
     let seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
     assert_eq!(seen, vec![0, 1, 3, 4, 5]);
     assert_eq!(batches[1].batch_size, 1);
+    // The surviving image's pixels moved to row 0 of its batch.
+    let single = Preprocessor::new(PreprocessConfig {
+        size: 4,
+        ..PreprocessConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        batches[1].pixels,
+        single.load(&lenient.dataset().paths[3]).unwrap()
+    );
     let s = lenient.skipped();
     assert_eq!(s.skipped, 1);
     assert!(s.examples[0].ends_with("corrupt.jpg"));
