@@ -114,7 +114,9 @@ fn stage_times(pre: &Preprocessor, files: &[PathBuf]) -> (f64, f64, f64) {
 fn main() {
     let n: usize = arg("--images").and_then(|v| v.parse().ok()).unwrap_or(256);
     let repeats: usize = arg("--repeats").and_then(|v| v.parse().ok()).unwrap_or(3);
-    let dir = PathBuf::from(arg("--out").unwrap_or_else(|| "bench/out/data_jpegs".into()));
+    // Paths relative to the workspace root, wherever the example is started from.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = arg("--out").map_or_else(|| root.join("bench/out/data_jpegs"), PathBuf::from);
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let files = write_jpegs(&dir, n);
     let pre = Preprocessor::new(PreprocessConfig {
@@ -182,9 +184,9 @@ fn main() {
         loader_rate / cores as f64
     );
 
-    let script = Path::new("bench/data.py");
+    let script = root.join("bench/data.py");
     let py = std::process::Command::new("python3")
-        .arg(script)
+        .arg(&script)
         .args([
             "--dir",
             &dir.to_string_lossy(),
