@@ -53,8 +53,7 @@ image_size = 16
 "#;
 
 fn write_config(dir: &Path, file: &str, body: &str) -> PathBuf {
-    let common = format!(
-        r#"
+    let common = r#"
 [data]
 format = "coco"
 root = "data"
@@ -69,8 +68,7 @@ eval_batch_size = 64
 patience = 5
 workers = 1
 cache_dir = "cache"
-"#
-    );
+"#;
     let path = dir.join(file);
     std::fs::write(&path, format!("{body}\n{common}")).unwrap();
     path

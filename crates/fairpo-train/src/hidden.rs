@@ -47,6 +47,9 @@ struct CachedSplit {
     key: String,
 }
 
+/// Batches of `(hidden [B,S,D], targets [B·T])`.
+pub type HiddenBatches<'a, B> = Box<dyn Iterator<Item = Result<(Tensor<B, 3>, Vec<u8>)>> + 'a>;
+
 /// Produces `(hidden [B,S,D], targets [B·T])` batches.
 pub struct HiddenSource<B: Backend> {
     trunk: ViTTrunk<B>,
@@ -280,7 +283,7 @@ impl<B: Backend> HiddenSource<B> {
         indices: &[usize],
         epoch: u64,
         batch_size: usize,
-    ) -> Result<Box<dyn Iterator<Item = Result<(Tensor<B, 3>, Vec<u8>)>> + 'a>> {
+    ) -> Result<HiddenBatches<'a, B>> {
         self.fill(loader, split_key, indices)?;
         if self.cache.is_none() {
             let this: &'a Self = self;

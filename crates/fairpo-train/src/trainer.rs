@@ -2,6 +2,18 @@
 //! frozen trunk on the inner backend → policy tail + heads on autodiff → objectives →
 //! scheduler α → weighted loss → backward → AdamW on the policy only; per-epoch
 //! validation, early stopping, resumable checkpoints, final test evaluation.
+//!
+//! Exact resume: the data order of epoch e is `epoch_order(train, seed, e)`, augmentation is
+//! seeded per (seed, epoch, image) by fairpo-data, and the objective's random choices at
+//! step s come from [`step_rng`]`(seed, s)`; so a checkpoint only needs the model and
+//! optimizer records, the scheduler state, the epoch, the batches done in it and the step.
+//!
+//! Multi-GPU (not implemented): the step is written for one device. Data parallelism would
+//! plug in around `optim.step`: one `HiddenSource`/policy replica per device, each on a
+//! shard of the batch, their `GradientsParams` combined with burn's
+//! `MultiGradientsParams` + `Optimizer::step_multi` (burn-optim) or burn-collective's
+//! all-reduce, and the two group-loss values averaged across replicas before the
+//! scheduler step so every replica uses the same α.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +64,7 @@ pub enum TrainOutcome {
         /// The run folder.
         run_dir: PathBuf,
         /// Test evaluation of the selected model.
-        test: Evaluation,
+        test: Box<Evaluation>,
     },
     /// Stopped early by Ctrl-C or `train.stop_after_steps`; resumable.
     Interrupted {
@@ -652,7 +664,7 @@ pub fn train<B: AutodiffBackend>(
             state.batches_done += 1;
             state.epoch_loss_sum += loss_value;
             state.epoch_loss_steps += 1;
-            if state.step % cfg.train.log_every as u64 == 0 {
+            if state.step.is_multiple_of(cfg.train.log_every as u64) {
                 log.write(&StepLine {
                     kind: "step".into(),
                     epoch,
@@ -813,7 +825,7 @@ pub fn train<B: AutodiffBackend>(
     );
     Ok(TrainOutcome::Finished {
         run_dir: paths.root.clone(),
-        test,
+        test: Box::new(test),
     })
 }
 
