@@ -1,5 +1,17 @@
 //! The FairPO trainer library: everything the `fairpo` binary does, as functions
 //! that tests and `xtask` can call too.
+//!
+//! - [`config`]: the run configuration (`[data]`, `[model]`, `[objective]`, `[scheduler]`,
+//!   `[train]`), overlays and `--set` overrides ([`tomlx`]).
+//! - [`trainer`]: the training loop; [`hidden`]: trunk outputs and the feature cache;
+//!   [`model`]: the trainable policy and finished-model files; [`evaluate`]: inference +
+//!   metrics; [`early_stop`]; [`container`]: the checkpoint file format; [`run`]: the run
+//!   folder and `log.jsonl`.
+//! - [`report`]: a run's `report.md` and the comparison of runs ([`plots`], [`paper`]).
+//!
+//! Commands: `fairpo train --config X.toml [--config overlay.toml] [--set k=v] [--resume |
+//! --overwrite] [--device cpu|cuda:N]`, `fairpo eval --run runs/X [--split test|val]`,
+//! `fairpo report runs/A runs/B ... [--out DIR]`; `cargo xtask train demo-cpo` runs the demo.
 
 pub mod cmd;
 pub mod config;
