@@ -452,3 +452,52 @@ impl ModelDir {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_config_defaults_are_vit_b16() {
+        let cfg: ViTConfig = serde_json::from_str("{\"architectures\": [\"ViTModel\"]}").unwrap();
+        assert_eq!(cfg, ViTConfig::base_patch16_224());
+        assert_eq!(cfg.seq_len(), 197);
+        assert_eq!(cfg.head_dim(), 64);
+    }
+
+    #[test]
+    fn preprocessor_sizes_and_defaults() {
+        let p: PreprocessorConfig =
+            serde_json::from_str("{\"size\": {\"shortest_edge\": 384}, \"resample\": 3}").unwrap();
+        assert_eq!(p.output_size(), (384, 384));
+        assert_eq!(p.resample_name(), "bicubic");
+        assert_eq!(p.effective_mean(), [0.5; 3]);
+        let p: PreprocessorConfig = serde_json::from_str(
+            "{\"do_normalize\": false, \"image_mean\": [0.1, 0.2, 0.3], \"image_std\": [1, 1, 1]}",
+        )
+        .unwrap();
+        assert_eq!(p.effective_mean(), [0.0; 3]);
+        assert_eq!(p.effective_std(), [1.0; 3]);
+        assert_eq!(p.output_size(), (224, 224));
+        let tiny = PreprocessorConfig::for_model(&ViTConfig::tiny());
+        assert_eq!(tiny.output_size(), (32, 32));
+    }
+
+    #[test]
+    fn bad_preprocessor_is_rejected_with_the_file_name() {
+        let tmp = std::env::temp_dir().join(format!("fairpo-vit-pp-{}.json", std::process::id()));
+        std::fs::write(
+            &tmp,
+            "{\"image_mean\": [0.5, 0.5], \"image_std\": [0.5, 0.0, 0.5]}",
+        )
+        .unwrap();
+        let err = PreprocessorConfig::load(&tmp).unwrap_err().to_string();
+        std::fs::remove_file(&tmp).ok();
+        assert!(
+            err.contains("image_mean must have 3 values")
+                && err.contains("image_std must be > 0")
+                && err.contains("fairpo-vit-pp-"),
+            "{err}"
+        );
+    }
+}

@@ -20,8 +20,10 @@ use crate::error::VitError;
 /// sequences, flash-style tiling for long ones; under `Autodiff` burn falls back to the
 /// matmul-softmax form anyway). Both compute the same thing (tested to 1e-5).
 /// `Matmul` is the default: on ViT-B/16 (197 tokens), batch 8, 2 CPU threads, Flex, it
-/// measured ~10% faster than `Fused` in interleaved runs (3.9 s vs 4.3 s per batch; see
-/// `examples/bench_vit.rs`, which reports both).
+/// was ~10% faster than `Fused` in an interleaved micro-run (3.9 s vs 4.3 s per batch) and
+/// equal within noise in `examples/bench_vit.rs` (1.08 vs 1.10 img/s, on a loaded machine);
+/// the fused op brings no measurable gain at this sequence length. The benchmark reports
+/// both, so the choice can be revisited per machine/backend (e.g. CUDA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttentionKind {
     /// burn's fused scaled-dot-product attention op.

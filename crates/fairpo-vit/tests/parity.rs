@@ -52,6 +52,7 @@ fn assert_close(got: TensorData, want: TensorData, what: &str) {
         .zip(&w)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
+    eprintln!("{what}: max abs diff {max:.2e}");
     assert!(max <= TOL, "{what}: max abs diff {max} > {TOL}");
 }
 
@@ -82,12 +83,13 @@ fn tiny_safetensors_matches_transformers() {
             &format!("tiny hidden_states[{n}]"),
         );
     }
-    // The explicit matmul-softmax attention gives the same answer.
-    let vit = vit.with_attention(AttentionKind::Matmul);
+    // burn's fused attention op (the non-default path) gives the same answer.
+    assert_eq!(vit.attention_kind(), AttentionKind::Matmul);
+    let vit = vit.with_attention(AttentionKind::Fused);
     assert_close(
         vit.forward(x).into_data(),
         npy_f32("tiny_cls.npy"),
-        "tiny CLS (matmul attention)",
+        "tiny CLS (fused attention op)",
     );
 }
 
