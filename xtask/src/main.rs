@@ -360,7 +360,7 @@ fn train_with(
         args.push("--set".into());
         args.push(s.clone());
     }
-    if run.join("checkpoints").is_dir() && !fresh {
+    if run.join("checkpoints").join("last.ckpt").is_file() && !fresh {
         eprintln!(
             "xtask: {} has checkpoints but no results; resuming it",
             run.display()

@@ -311,6 +311,26 @@ fn save_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
     Ok(())
 }
 
+/// Reads `checkpoints/last.ckpt` into a policy and optimizer of the run's structure.
+fn load_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
+    paths: &RunPaths,
+    policy: Policy<B>,
+    optim: O,
+    device: &B::Device,
+) -> Result<(TrainerState, Policy<B>, O)> {
+    let p = paths.last_checkpoint();
+    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    let mut c = Container::decode(&bytes).with_context(|| format!("{}", p.display()))?;
+    let state: TrainerState = serde_json::from_slice(c.get("state")?)
+        .with_context(|| format!("{}: state", p.display()))?;
+    let policy = record_from_bytes(policy, c.take("policy")?, device)
+        .map_err(|e| anyhow!("{}: policy: {e}", p.display()))?;
+    let rec = BinBytesRecorder::<FullPrecisionSettings>::default()
+        .load(c.take("optim")?, device)
+        .map_err(|e| anyhow!("{}: optimizer state: {e}", p.display()))?;
+    Ok((state, policy, optim.load_record(rec)))
+}
+
 fn save_best<B: Backend>(paths: &RunPaths, epoch: usize, policy: &Policy<B>) -> Result<()> {
     let mut c = Container::new();
     c.insert("epoch", epoch.to_string().into_bytes());
@@ -547,16 +567,7 @@ pub fn train<B: AutodiffBackend>(
     };
     if opts.resume {
         let p = paths.last_checkpoint();
-        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        let mut c = Container::decode(&bytes).with_context(|| format!("{}", p.display()))?;
-        state = serde_json::from_slice(c.get("state")?)
-            .with_context(|| format!("{}: state", p.display()))?;
-        policy = record_from_bytes(policy, c.take("policy")?, device)
-            .map_err(|e| anyhow!("{}: policy: {e}", p.display()))?;
-        let rec = BinBytesRecorder::<FullPrecisionSettings>::default()
-            .load(c.take("optim")?, device)
-            .map_err(|e| anyhow!("{}: optimizer state: {e}", p.display()))?;
-        optim = optim.load_record(rec);
+        (state, policy, optim) = load_last(&paths, policy, optim, device)?;
         scheduler
             .restore(state.scheduler.clone())
             .context("scheduler state")?;
@@ -859,4 +870,147 @@ pub fn probabilities<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
 /// Helper for tests and eval: a matrix from rows.
 pub fn matrix_from(rows: usize, cols: usize, data: Vec<f32>) -> Matrix<f32> {
     Matrix { rows, cols, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Ad = burn::backend::Autodiff<burn::backend::Flex>;
+
+    fn tiny_policy(seed: u64) -> Policy<Ad> {
+        let device = Default::default();
+        let cfg = ViTConfig {
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            patch_size: 4,
+            image_size: 8,
+            ..ViTConfig::tiny()
+        };
+        <Ad as Backend>::seed(&device, seed);
+        let (_, tail) = cfg.init::<Ad>(&device).split_frozen(1);
+        Policy {
+            tail,
+            heads: HeadsConfig::new(3, 16)
+                .with_hidden(vec![4])
+                .with_seed(seed)
+                .init(&device),
+        }
+    }
+
+    fn step<O: Optimizer<Policy<Ad>, Ad>>(
+        policy: Policy<Ad>,
+        optim: &mut O,
+        x: &Tensor<Ad, 3>,
+    ) -> Policy<Ad> {
+        let loss = policy.forward(x.clone()).powf_scalar(2.0).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &policy);
+        optim.step(1e-2, policy, grads)
+    }
+
+    /// The policy's output on a fixed input: equal outputs <=> (here) equal weights.
+    fn outputs(p: &Policy<Ad>) -> Vec<f32> {
+        let x = Tensor::<Ad, 3>::ones([1, 5, 16], &Default::default());
+        p.forward(x)
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn checkpoint_round_trip_continues_exactly() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let paths = RunPaths::new(dir.path());
+        std::fs::create_dir_all(paths.checkpoints()).unwrap();
+        let x = Tensor::<Ad, 3>::random(
+            [4, 5, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let adamw = AdamWConfig::new()
+            .with_weight_decay(0.01)
+            .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)));
+        let mut optim = adamw.init::<Ad, Policy<Ad>>();
+        let mut policy = tiny_policy(1);
+        for _ in 0..3 {
+            policy = step(policy, &mut optim, &x);
+        }
+        let state = TrainerState {
+            epoch: 2,
+            batches_done: 7,
+            step: 3,
+            early: EarlyStopping::new(5),
+            scheduler: fairpo_grpo::SchedulerConfig::default()
+                .init(2)
+                .unwrap()
+                .state()
+                .clone(),
+            log_len: 123,
+            epoch_loss_sum: 1.5,
+            epoch_loss_steps: 3,
+            epoch_seconds: 2.0,
+            train_seconds: 10.0,
+            done: false,
+            seed: 42,
+        };
+        save_last(&paths, &state, &policy, &optim).unwrap();
+
+        // Uninterrupted: two more steps.
+        let mut cont = policy;
+        for _ in 0..2 {
+            cont = step(cont, &mut optim, &x);
+        }
+        // Restored into a differently initialised policy (other weights, other param ids)
+        // and a fresh optimizer: the same two steps give the same weights, which needs the
+        // AdamW moments (keyed by param id) to come back with the weights.
+        let (back_state, mut restored, mut optim2) = load_last(
+            &paths,
+            tiny_policy(2),
+            adamw.init::<Ad, Policy<Ad>>(),
+            &device,
+        )
+        .unwrap();
+        assert_eq!(back_state, state);
+        for _ in 0..2 {
+            restored = step(restored, &mut optim2, &x);
+        }
+        assert_eq!(outputs(&restored), outputs(&cont));
+        // Without the optimizer state the continuation differs (so the check can fail).
+        let (_, mut p3, _) = load_last(
+            &paths,
+            tiny_policy(2),
+            adamw.init::<Ad, Policy<Ad>>(),
+            &device,
+        )
+        .unwrap();
+        let mut optim3 = adamw.init::<Ad, Policy<Ad>>();
+        for _ in 0..2 {
+            p3 = step(p3, &mut optim3, &x);
+        }
+        assert_ne!(outputs(&p3), outputs(&cont));
+    }
+
+    #[test]
+    fn step_rng_depends_on_seed_and_step_only() {
+        use rand::Rng;
+        let a: u64 = step_rng(42, 7).random();
+        assert_eq!(a, step_rng(42, 7).random::<u64>());
+        assert_ne!(a, step_rng(42, 8).random::<u64>());
+        assert_ne!(a, step_rng(43, 7).random::<u64>());
+    }
+
+    #[test]
+    fn trainable_layers_resolve_against_depth() {
+        use crate::config::TrainableLayers;
+        assert_eq!(resolve_trainable(TrainableLayers::All, 4).unwrap(), 4);
+        assert_eq!(resolve_trainable(TrainableLayers::Last(1), 4).unwrap(), 1);
+        let err = resolve_trainable(TrainableLayers::Last(5), 4)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only 4 encoder layers"), "{err}");
+    }
 }
