@@ -84,7 +84,12 @@ fn run() -> Result<()> {
                     )?);
                 }
             }
-            report(&runs, &Path::new("reports").join(format!("{ds}-reproduce")))
+            report(
+                &runs,
+                &Path::new("runs")
+                    .join("reports")
+                    .join(format!("{ds}-reproduce")),
+            )
         }
         "ablate" => {
             let ds = opts.dataset.as_deref().unwrap_or("demo");
@@ -118,7 +123,12 @@ fn run() -> Result<()> {
                     )?);
                 }
             }
-            report(&runs, &Path::new("reports").join(format!("{ds}-ablate")))
+            report(
+                &runs,
+                &Path::new("runs")
+                    .join("reports")
+                    .join(format!("{ds}-ablate")),
+            )
         }
         "sweep" => {
             let ds = opts.dataset.as_deref().unwrap_or("demo");
@@ -148,7 +158,12 @@ fn run() -> Result<()> {
                     )?);
                 }
             }
-            report(&runs, &Path::new("reports").join(format!("{ds}-sweep")))
+            report(
+                &runs,
+                &Path::new("runs")
+                    .join("reports")
+                    .join(format!("{ds}-sweep")),
+            )
         }
         "bench" => bench(opts.positional.first().map(String::as_str).unwrap_or("all")),
         "help" | "--help" | "-h" => {
