@@ -438,14 +438,10 @@ pub fn train<B: AutodiffBackend>(
     // Data and partition.
     let splits: DataSplits = cfg.data.load_splits().context("loading the data set")?;
     // Through serde: fairpo-data's partition type and fairpo-metrics' share one JSON form.
-    let spec: fairpo_metrics::PrivilegedSpec =
-        serde_json::from_value(serde_json::to_value(&cfg.data.privileged)?)?;
-    let partition = Partition::from_frequencies(
-        splits.train.labels.clone(),
-        splits.train.label_counts(),
-        &spec,
-    )
-    .context("data.privileged")?;
+    let partition: Partition = cfg
+        .data
+        .partition(&splits.train)
+        .context("data.privileged: label partition")?;
     partition
         .save(paths.partition())
         .context("writing partition.json")?;
