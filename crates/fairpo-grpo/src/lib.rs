@@ -123,7 +123,8 @@ impl SchedulerConfig {
         if !(self.delta.is_finite() && self.delta > 0.0) {
             return bad("delta", format!("a finite value > 0, got {}", self.delta));
         }
-        if !(self.clamp > 0.0) {
+        // Written so that NaN is rejected too.
+        if self.clamp.is_nan() || self.clamp <= 0.0 {
             return bad("clamp", format!("a value > 0, got {}", self.clamp));
         }
         if let Some(w) = &self.weights {
@@ -312,13 +313,13 @@ mod tests {
     fn grpo_three_steps_by_hand() {
         let mut s = SchedulerConfig::default().init(2).unwrap();
         close(&s.step(&[1.0, 2.0]), &[0.5, 0.5], 1e-15);
-        let e2 = 0.05 * (1.0 / (1.0 + 1e-6));
-        let a_p = 1.0 / (1.0 + (-e2 as f64).exp());
+        let e2: f64 = 0.05 * (1.0 / (1.0 + 1e-6));
+        let a_p = 1.0 / (1.0 + (-e2).exp());
         close(&s.step(&[2.0, 2.0]), &[a_p, 1.0 - a_p], 1e-12);
         close(s.state().running_avg.as_ref().unwrap(), &[1.1, 2.0], 1e-12);
-        let e3 = 0.05 * (2.0 / (2.0 + 1e-6));
-        let z = a_p + (1.0 - a_p) * (e3 as f64).exp();
-        let want = [a_p / z, (1.0 - a_p) * (e3 as f64).exp() / z];
+        let e3: f64 = 0.05 * (2.0 / (2.0 + 1e-6));
+        let z = a_p + (1.0 - a_p) * e3.exp();
+        let want = [a_p / z, (1.0 - a_p) * e3.exp() / z];
         close(&s.step(&[1.1, 4.0]), &want, 1e-12);
         close(s.state().running_avg.as_ref().unwrap(), &[1.1, 2.2], 1e-12);
         assert_eq!(s.state().steps, 3);
