@@ -146,8 +146,16 @@ pub struct ModelConfig {
     /// Build a ViT from scratch with random weights instead (`[model.scratch]`). Default: none.
     pub scratch: Option<ScratchVit>,
     /// Take the backbone weights from a finished run's best checkpoint (`runs/<sft>`);
-    /// wins over `backbone`/`scratch`. Heads always start fresh. Default: none.
+    /// wins over `backbone`/`scratch`. The heads come from there too unless
+    /// `init_heads = "fresh"`. Default: none.
     pub init_from: Option<PathBuf>,
+    /// Where the per-label heads start when `init_from` is set: `"init_from"` copies them
+    /// from that run (so the policy starts equal to it: the paper's Algorithm 2, line 1,
+    /// `w_t^(0) = ŵ_t`), `"fresh"` initialises new heads from `train.seed`. Default:
+    /// `"init_from"` with `init_from`, otherwise fresh (`"init_from"` without `init_from`
+    /// is an error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_heads: Option<InitHeads>,
     /// Encoder layers trained, counted from the top: a number (paper: 1) or `"all"`.
     pub trainable_layers: TrainableLayers,
     /// Hidden widths of each label's MLP head (paper E.2: `[256, 64, 16, 4]`).
@@ -160,9 +168,27 @@ impl Default for ModelConfig {
             backbone: None,
             scratch: None,
             init_from: None,
+            init_heads: None,
             trainable_layers: TrainableLayers::Last(1),
             heads_hidden: vec![256, 64, 16, 4],
         }
+    }
+}
+
+/// Where the policy's label heads start (`model.init_heads`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InitHeads {
+    /// Copied from the `model.init_from` run.
+    InitFrom,
+    /// New heads, seeded by `train.seed`.
+    Fresh,
+}
+
+impl ModelConfig {
+    /// Whether the heads are copied from `init_from` (the resolved `init_heads`).
+    pub fn heads_from_init(&self) -> bool {
+        self.init_from.is_some() && self.init_heads != Some(InitHeads::Fresh)
     }
 }
 
@@ -383,6 +409,12 @@ impl RunConfig {
                 "no backbone: set `backbone = \"<HF model dir>\"`, a `[model.scratch]` table or `init_from = \"runs/<run>\"`".into(),
             );
         }
+        if m.init_heads == Some(InitHeads::InitFrom) && m.init_from.is_none() {
+            return bad(
+                "model.init_heads",
+                "\"init_from\" copies the heads of the `model.init_from` run, which is not set; set `init_from = \"runs/<run>\"` or `init_heads = \"fresh\"`".into(),
+            );
+        }
         if m.heads_hidden.contains(&0) {
             return bad("model.heads_hidden", "widths must be >= 1".into());
         }
@@ -477,6 +509,39 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("model.trainable_layers"), "{err}");
+    }
+
+    #[test]
+    fn init_heads_defaults_to_the_init_run_and_needs_one() {
+        let cfg = RunConfig::from_toml_str(minimal(), "t").unwrap();
+        assert_eq!(cfg.model.init_heads, None);
+        assert!(!cfg.model.heads_from_init(), "no init_from: fresh heads");
+        let cfg = RunConfig::from_toml_str("[model]\ninit_from = \"runs/sft\"", "t").unwrap();
+        assert!(
+            cfg.model.heads_from_init(),
+            "init_from: heads copied by default"
+        );
+        let cfg = RunConfig::from_toml_str(
+            "[model]\ninit_from = \"runs/sft\"\ninit_heads = \"fresh\"",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(cfg.model.init_heads, Some(InitHeads::Fresh));
+        assert!(!cfg.model.heads_from_init());
+        let back = RunConfig::from_toml_str(&cfg.to_toml_string().unwrap(), "r").unwrap();
+        assert_eq!(back, cfg);
+        let err =
+            RunConfig::from_toml_str("[model]\ninit_heads = \"init_from\"\n[model.scratch]", "t")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("model.init_heads"), "{err}");
+        let err = RunConfig::from_toml_str(
+            "[model]\ninit_from = \"runs/sft\"\ninit_heads = \"copy\"",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("model.init_heads"), "{err}");
     }
 
     #[test]

@@ -28,11 +28,11 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use fairpo_data::{BatchLoader, DataSplits, Dataset, LoaderConfig};
 use fairpo_grpo::SchedulerState;
-use fairpo_heads::HeadsConfig;
+use fairpo_heads::{Heads, HeadsConfig};
 use fairpo_io::Matrix;
 use fairpo_metrics::Partition;
 use fairpo_objectives::{ObjectiveInputs, ObjectiveOutput};
-use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig};
+use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig, ViTTail};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +123,20 @@ pub struct Backbone<B: Backend> {
     pub source: String,
     /// Preprocessing from `preprocessor_config.json`, for HF backbones.
     pub hf_dir: Option<PathBuf>,
+    /// The `model.init_from` run's heads, their architecture and label names.
+    pub init_heads: Option<InitRunHeads<B>>,
+}
+
+/// The label heads of a finished run, as `model.init_from` finds them.
+pub struct InitRunHeads<B: Backend> {
+    /// The run folder they come from.
+    pub run: PathBuf,
+    /// Their architecture.
+    pub config: HeadsConfig,
+    /// Label names, in head order.
+    pub labels: Vec<String>,
+    /// The weights.
+    pub heads: Heads<B>,
 }
 
 impl<B: Backend> std::fmt::Debug for Backbone<B> {
@@ -148,11 +162,22 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
         }
         let fm = model::load_model::<B>(&model_path, device)
             .with_context(|| format!("model.init_from = {}", run.display()))?;
+        let heads_copied = m.heads_from_init();
         return Ok(Backbone {
             config: fm.meta.vit.clone(),
             vit: fm.vit,
-            source: format!("init_from {}", run.display()),
+            source: format!(
+                "init_from {} ({} heads)",
+                run.display(),
+                if heads_copied { "copied" } else { "fresh" }
+            ),
             hf_dir: None,
+            init_heads: Some(InitRunHeads {
+                run: run.clone(),
+                config: fm.meta.heads,
+                labels: fm.meta.labels,
+                heads: fm.heads,
+            }),
         });
     }
     if let Some(dir) = &m.backbone {
@@ -163,6 +188,7 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
             config: loaded.config,
             source: format!("hf {}", dir.display()),
             hf_dir: Some(dir.clone()),
+            init_heads: None,
         });
     }
     let scratch = m
@@ -180,7 +206,65 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
         config,
         source: "scratch".into(),
         hf_dir: None,
+        init_heads: None,
     })
+}
+
+/// Builds the trainable policy on top of `tail`: the heads are copied from the
+/// `model.init_from` run when `model.init_heads` resolves to it (the default with
+/// `init_from`: Algorithm 2, line 1, starts the policy as a copy of the reference), and
+/// are fresh, seeded by `train.seed`, otherwise. Returns the policy and its heads'
+/// architecture.
+pub fn init_policy<B: Backend>(
+    cfg: &RunConfig,
+    tail: ViTTail<B>,
+    init_heads: Option<InitRunHeads<B>>,
+    labels: &[String],
+    input_dim: usize,
+    device: &B::Device,
+) -> Result<(Policy<B>, HeadsConfig)> {
+    let heads_cfg = HeadsConfig::new(labels.len(), input_dim)
+        .with_hidden(cfg.model.heads_hidden.clone())
+        .with_seed(cfg.train.seed);
+    if !cfg.model.heads_from_init() {
+        let heads = heads_cfg.init::<B>(device);
+        return Ok((Policy { tail, heads }, heads_cfg));
+    }
+    let init = init_heads.ok_or_else(|| {
+        anyhow!("model.init_heads = \"init_from\": the backbone did not come from a model.init_from run")
+    })?;
+    let fix = "or set model.init_heads = \"fresh\" to start new heads";
+    let run = init.run.display();
+    if init.labels.len() != labels.len() || init.config.num_labels != labels.len() {
+        bail!(
+            "model.init_heads = \"init_from\": {run} has heads for {} labels, this run has {} labels; initialise from a run trained on the same label set, {fix}",
+            init.config.num_labels,
+            labels.len()
+        );
+    }
+    if let Some(i) = init.labels.iter().zip(labels).position(|(a, b)| a != b) {
+        bail!(
+            "model.init_heads = \"init_from\": head {i} of {run} is label {:?}, here it is {:?}; initialise from a run trained on the same labels in the same order, {fix}",
+            init.labels[i],
+            labels[i]
+        );
+    }
+    if init.config.input_dim != input_dim || init.config.hidden != cfg.model.heads_hidden {
+        bail!(
+            "model.init_heads = \"init_from\": the heads of {run} are {} -> {:?} -> 1, this run's are {} -> {:?} -> 1 (model.heads_hidden); make them match, {fix}",
+            init.config.input_dim,
+            init.config.hidden,
+            input_dim,
+            cfg.model.heads_hidden
+        );
+    }
+    Ok((
+        Policy {
+            tail,
+            heads: init.heads,
+        },
+        heads_cfg,
+    ))
 }
 
 /// Resolves `trainable_layers` against the backbone depth.
@@ -485,13 +569,14 @@ pub fn train<B: AutodiffBackend>(
     )?;
     let (trunk, tail) = backbone.vit.split_frozen(k);
     let trunk_fp = model::trunk_fingerprint(&trunk);
-    let heads_cfg = HeadsConfig::new(t, backbone.config.hidden_size)
-        .with_hidden(cfg.model.heads_hidden.clone())
-        .with_seed(cfg.train.seed);
-    let mut policy = Policy {
+    let (mut policy, heads_cfg) = init_policy(
+        &cfg,
         tail,
-        heads: heads_cfg.init::<B>(device),
-    };
+        backbone.init_heads,
+        &labels,
+        backbone.config.hidden_size,
+        device,
+    )?;
 
     // Reference model (frozen, inner backend), only when the objective needs it.
     let reference = if cfg.objective.needs_reference() {
@@ -988,6 +1073,90 @@ mod tests {
             p3 = step(p3, &mut optim3, &x);
         }
         assert_ne!(outputs(&p3), outputs(&cont));
+    }
+
+    /// `init_from` copies the heads by default, so the policy starts with the init run's
+    /// scores (Algorithm 2, line 1); `init_heads = "fresh"` does not; mismatched heads are
+    /// errors naming the option.
+    #[test]
+    fn init_from_copies_the_heads_unless_fresh() {
+        use crate::config::InitHeads;
+        type Inner = burn::backend::Flex;
+        let device = Default::default();
+        let vit_cfg = ViTConfig {
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            patch_size: 4,
+            image_size: 8,
+            ..ViTConfig::tiny()
+        };
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let heads_cfg = HeadsConfig::new(3, 16).with_hidden(vec![4]).with_seed(7);
+        let dir = tempfile::tempdir().unwrap();
+        let paths = RunPaths::new(dir.path());
+        let meta = ModelMeta {
+            vit: vit_cfg.clone(),
+            heads: heads_cfg.clone(),
+            labels: labels.clone(),
+        };
+        model::save_model(
+            &paths.model(),
+            &meta,
+            vit_cfg.init::<Inner>(&device),
+            heads_cfg.init::<Inner>(&device),
+        )
+        .unwrap();
+        let pixels = Tensor::<Inner, 4>::random(
+            [3, 3, 8, 8],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        // The init run's own scores, straight from its model file.
+        let init = model::load_model::<Inner>(&paths.model(), &device).unwrap();
+        let expected = init
+            .heads
+            .forward(init.vit.forward(pixels.clone()))
+            .into_data();
+
+        let mut cfg = RunConfig::default();
+        cfg.model.init_from = Some(dir.path().to_path_buf());
+        cfg.model.heads_hidden = vec![4];
+        cfg.train.seed = 3;
+        let policy_logits = |cfg: &RunConfig, labels: &[String]| -> Result<TensorData> {
+            let backbone = load_backbone::<Ad>(cfg, &device)?;
+            let (trunk, tail) = backbone.vit.split_frozen(1);
+            let (policy, _) = init_policy(cfg, tail, backbone.init_heads, labels, 16, &device)?;
+            let hidden = trunk.forward(pixels.clone());
+            Ok(policy.valid().forward(hidden).into_data())
+        };
+        policy_logits(&cfg, &labels)
+            .unwrap()
+            .assert_approx_eq::<f32>(&expected, burn::tensor::Tolerance::absolute(1e-6));
+
+        cfg.model.init_heads = Some(InitHeads::Fresh);
+        let fresh = policy_logits(&cfg, &labels).unwrap();
+        let diff = fresh
+            .iter::<f32>()
+            .zip(expected.iter::<f32>())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff > 1e-3, "fresh heads gave the init run's scores");
+
+        cfg.model.init_heads = Some(InitHeads::InitFrom);
+        let four: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let err = policy_logits(&cfg, &four).unwrap_err().to_string();
+        assert!(
+            err.contains("model.init_heads") && err.contains("3 labels"),
+            "{err}"
+        );
+        let renamed: Vec<String> = ["a", "x", "c"].iter().map(|s| s.to_string()).collect();
+        let err = policy_logits(&cfg, &renamed).unwrap_err().to_string();
+        assert!(err.contains("head 1") && err.contains("\"x\""), "{err}");
+        cfg.model.heads_hidden = vec![8];
+        let err = policy_logits(&cfg, &labels).unwrap_err().to_string();
+        assert!(err.contains("model.heads_hidden"), "{err}");
     }
 
     #[test]
