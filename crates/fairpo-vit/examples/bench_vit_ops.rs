@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::{Autodiff, Flex, NdArray};
 use burn::nn::{LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
@@ -130,6 +130,12 @@ fn main() {
 
     let layer_b = Layer::<B>::new(&dev);
     let layer_ad = Layer::<AD>::new(&dev);
+    let layer_nd = Layer::<NdArray<f32>>::new(&Default::default());
+    let x_nd = Tensor::<NdArray<f32>, 3>::random(
+        [batch, s, d],
+        Distribution::Normal(0.0, 1.0),
+        &Default::default(),
+    );
     type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
     let cases: Vec<Case> = vec![
         (
@@ -139,6 +145,10 @@ fn main() {
         (
             "layer fwd, 2-D linears",
             Box::new(|| sync(layer_b.forward(x.clone(), true))),
+        ),
+        (
+            "NdArray layer fwd, 2-D linears",
+            Box::new(|| sync(layer_nd.forward(x_nd.clone(), true))),
         ),
         (
             "AD layer fwd+bwd, 3-D linears",
