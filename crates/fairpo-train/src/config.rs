@@ -146,7 +146,8 @@ pub struct ModelConfig {
     /// Build a ViT from scratch with random weights instead (`[model.scratch]`). Default: none.
     pub scratch: Option<ScratchVit>,
     /// Take the backbone weights from a finished run's best checkpoint (`runs/<sft>`);
-    /// wins over `backbone`/`scratch`. The heads come from there too unless
+    /// wins over `backbone`/`scratch` (a `backbone` set beside it still supplies its
+    /// `preprocessor_config.json`). The heads come from there too unless
     /// `init_heads = "fresh"`. Default: none.
     pub init_from: Option<PathBuf>,
     /// Where the per-label heads start when `init_from` is set: `"init_from"` copies them
@@ -583,6 +584,11 @@ mod tests {
             if cfg.objective.needs_reference() {
                 let ds = stem.split('-').next().unwrap();
                 assert_eq!(cfg.reference, Some(PathBuf::from(format!("runs/{ds}-sft"))));
+            }
+            if cfg.objective.method.is_fairpo() {
+                // Algorithm 2, line 1: the policy starts as a copy of the reference.
+                assert_eq!(cfg.model.init_from, cfg.reference, "{}", p.display());
+                assert!(cfg.model.heads_from_init(), "{}", p.display());
             }
         }
         for o in &overlays {

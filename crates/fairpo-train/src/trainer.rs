@@ -121,7 +121,8 @@ pub struct Backbone<B: Backend> {
     pub config: ViTConfig,
     /// Human-readable origin.
     pub source: String,
-    /// Preprocessing from `preprocessor_config.json`, for HF backbones.
+    /// Preprocessing from `preprocessor_config.json`, for HF backbones (also with
+    /// `init_from` when `backbone` is set too).
     pub hf_dir: Option<PathBuf>,
     /// The `model.init_from` run's heads, their architecture and label names.
     pub init_heads: Option<InitRunHeads<B>>,
@@ -171,7 +172,10 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
                 run.display(),
                 if heads_copied { "copied" } else { "fresh" }
             ),
-            hf_dir: None,
+            // The weights come from the run, but a `backbone` named beside `init_from` (the
+            // one that run started from) still supplies its preprocessing, so both runs see
+            // the same pixels.
+            hf_dir: m.backbone.clone(),
             init_heads: Some(InitRunHeads {
                 run: run.clone(),
                 config: fm.meta.heads,
