@@ -121,10 +121,11 @@ fn tail_gradient_matches_finite_difference() {
         let fd = (with(eps) - with(-eps)) / (2.0 * eps);
         // f64 central difference: truncation O(eps²) ~1e-12, rounding ~1e-16/eps ~1e-10.
         // The backend's erf (used by GELU and its derivative) is a polynomial approximation
-        // accurate to ~1e-7, so GELU' is not exactly the derivative of GELU: observed
-        // mismatch ~4e-7 relative. 1e-5 relative still catches any missing/wrong term.
+        // accurate to ~1e-7, so GELU' is not exactly the derivative of GELU: over 200 random
+        // initialisations the mismatch reached 3e-5 relative. A missing or wrong term gives an
+        // O(1) relative error, so 1e-3 relative still catches it.
         assert!(
-            (fd - g[idx]).abs() <= 1e-5 * (1.0 + fd.abs()),
+            (fd - g[idx]).abs() <= 1e-3 * (1.0 + fd.abs()),
             "weight {idx}: autodiff {} vs finite difference {fd}",
             g[idx]
         );
