@@ -6,6 +6,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::VitError;
 
+/// Reads a JSON file of a model folder and validates it; every error names the file.
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, VitError> {
+    let text = std::fs::read_to_string(path).map_err(|source| VitError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value: T = serde_json::from_str(&text).map_err(|source| VitError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    validate(&value).map_err(|reason| VitError::InvalidConfig {
+        path: Some(path.to_path_buf()),
+        reason,
+    })?;
+    Ok(value)
+}
+
 /// Architecture of a Vision Transformer, field for field the Hugging Face `ViTConfig`
 /// (`config.json`). Unknown keys in `config.json` (dropout rates, `architectures`, ...) are
 /// ignored; missing keys take the Hugging Face defaults (ViT-B/16 at 224 px).
@@ -118,19 +138,7 @@ impl ViTConfig {
 
     /// Read and validate a Hugging Face `config.json`.
     pub fn load(path: &Path) -> Result<Self, VitError> {
-        let text = std::fs::read_to_string(path).map_err(|source| VitError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|source| VitError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        cfg.validate().map_err(|reason| VitError::InvalidConfig {
-            path: Some(path.to_path_buf()),
-            reason,
-        })?;
-        Ok(cfg)
+        read_json(path, Self::validate)
     }
 
     /// Check the configuration describes a model this crate can build.
@@ -154,13 +162,15 @@ impl ViTConfig {
                 problems.push(format!("{name} must be > 0"));
             }
         }
-        if self.num_attention_heads > 0 && self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads > 0
+            && !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             problems.push(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.patch_size > 0 && self.image_size % self.patch_size != 0 {
+        if self.patch_size > 0 && !self.image_size.is_multiple_of(self.patch_size) {
             problems.push(format!(
                 "image_size {} is not divisible by patch_size {}",
                 self.image_size, self.patch_size
@@ -282,19 +292,7 @@ impl Default for PreprocessorConfig {
 impl PreprocessorConfig {
     /// Read and validate a `preprocessor_config.json`.
     pub fn load(path: &Path) -> Result<Self, VitError> {
-        let text = std::fs::read_to_string(path).map_err(|source| VitError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|source| VitError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        cfg.validate().map_err(|reason| VitError::InvalidConfig {
-            path: Some(path.to_path_buf()),
-            reason,
-        })?;
-        Ok(cfg)
+        read_json(path, Self::validate)
     }
 
     /// The processor a model folder asks for, or `None` when it has no
