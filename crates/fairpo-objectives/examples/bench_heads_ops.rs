@@ -9,6 +9,11 @@ use std::time::Instant;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor};
 
+// glibc hands large freed buffers back to the OS, so every fresh tensor page-faults; see
+// the workspace Cargo.toml.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type AD = Autodiff<Flex>;
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -22,6 +22,11 @@ use fairpo_objectives::{compute, Method, ObjectiveConfig, ObjectiveInputs};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+// glibc hands large freed buffers back to the OS, so every fresh tensor page-faults; see
+// the workspace Cargo.toml.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type AD = Autodiff<Flex>;
 
 const B: usize = 32;

@@ -24,6 +24,11 @@ use fairpo_train::model::Policy;
 use fairpo_train::trainer::{self, TrainOptions, TrainOutcome};
 use fairpo_vit::ViTConfig;
 
+// glibc hands large freed buffers back to the OS, so every fresh tensor page-faults; see
+// the workspace Cargo.toml.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 type Inner = burn::backend::Flex;
 

@@ -227,9 +227,12 @@ pub struct TrainSettings {
     pub lr: f64,
     /// AdamW decoupled weight decay. Default 0.01.
     pub weight_decay: f64,
-    /// Gradient clipping: maximum L2 norm of each parameter tensor's gradient (burn's
-    /// per-parameter norm clipping); 0 disables. Default 1.0.
+    /// Gradient clipping: the maximum gradient L2 norm; 0 disables. Default 1.0.
     pub grad_clip: f64,
+    /// What `grad_clip` bounds: `"global"`, the norm of all gradients together (PyTorch
+    /// `clip_grad_norm_`), or `"per_parameter"`, each tensor's own (burn's clipping).
+    /// Default `"global"`.
+    pub grad_clip_scope: crate::clip::ClipScope,
     /// Training batch size. Default 32 (paper).
     pub batch_size: usize,
     /// Batch size for validation/test inference. Default 64.
@@ -271,6 +274,7 @@ impl Default for TrainSettings {
             lr: 1e-4,
             weight_decay: 0.01,
             grad_clip: 1.0,
+            grad_clip_scope: crate::clip::ClipScope::Global,
             batch_size: 32,
             eval_batch_size: 64,
             epochs: 25,

@@ -6,13 +6,14 @@
 //! - [`trainer`]: the training loop; [`hidden`]: trunk outputs and the feature cache;
 //!   [`model`]: the trainable policy and finished-model files; [`evaluate`]: inference +
 //!   metrics; [`early_stop`]; [`container`]: the checkpoint file format; [`run`]: the run
-//!   folder and `log.jsonl`.
+//!   folder and `log.jsonl`; [`clip`]: global-norm gradient clipping.
 //! - [`report`]: a run's `report.md` and the comparison of runs ([`plots`], [`paper`]).
 //!
 //! Commands: `fairpo train --config X.toml [--config overlay.toml] [--set k=v] [--resume |
 //! --overwrite] [--device cpu|cuda:N]`, `fairpo eval --run runs/X [--split test|val]`,
 //! `fairpo report runs/A runs/B ... [--out DIR]`; `cargo xtask train demo-cpo` runs the demo.
 
+pub mod clip;
 pub mod cmd;
 pub mod config;
 pub mod container;

@@ -7,6 +7,11 @@
 use clap::{Parser, Subcommand};
 use fairpo_train::cmd;
 
+// glibc hands large freed buffers back to the OS, so every fresh tensor page-faults; see
+// the workspace Cargo.toml.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// FairPO: robust preference optimisation for fair multi-label learning.
 #[derive(Debug, Parser)]
 #[command(name = "fairpo", version, about, long_about = None)]

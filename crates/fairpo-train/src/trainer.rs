@@ -36,6 +36,7 @@ use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig, ViTTail};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::clip::{clip_global_norm, ClipScope};
 use crate::config::{RunConfig, TrainableLayers};
 use crate::container::Container;
 use crate::early_stop::{EarlyStopping, EpochVerdict};
@@ -626,11 +627,12 @@ pub fn train<B: AutodiffBackend>(
 
     // Optimiser and scheduler.
     let mut adamw = AdamWConfig::new().with_weight_decay(cfg.train.weight_decay as f32);
-    if cfg.train.grad_clip > 0.0 {
+    if cfg.train.grad_clip > 0.0 && cfg.train.grad_clip_scope == ClipScope::PerParameter {
         adamw = adamw.with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(
             cfg.train.grad_clip as f32,
         )));
     }
+    let clip_global = cfg.train.grad_clip > 0.0 && cfg.train.grad_clip_scope == ClipScope::Global;
     let mut optim = adamw.init::<B, Policy<B>>();
     let mut scheduler = cfg.scheduler.init(2).context("[scheduler]")?;
     let uses_alpha = cfg.objective.uses_group_weights();
@@ -754,7 +756,10 @@ pub fn train<B: AutodiffBackend>(
                     epoch
                 );
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &policy);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &policy);
+            if clip_global {
+                grads = clip_global_norm(&policy, grads, cfg.train.grad_clip).0;
+            }
             policy = optim.step(cfg.train.lr, policy, grads);
             state.step += 1;
             state.batches_done += 1;

@@ -26,6 +26,11 @@ use burn::tensor::{Distribution, Tensor};
 use fairpo_heads::{Heads, HeadsConfig};
 use fairpo_vit::{AttentionKind, ViTConfig, ViTTail};
 
+// glibc hands large freed buffers back to the OS, so every fresh tensor page-faults; see
+// the workspace Cargo.toml.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Module, Debug)]
 struct Trainable<B: Backend> {
     tail: ViTTail<B>,

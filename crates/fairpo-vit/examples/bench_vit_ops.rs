@@ -12,6 +12,11 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
+// glibc hands large freed buffers back to the OS, so every fresh tensor page-faults; see
+// the workspace Cargo.toml.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type B = Flex;
 type AD = Autodiff<Flex>;
 
@@ -194,7 +199,11 @@ fn main() {
             "qkv fused 2-D [D,3D]",
             Box::new(|| sync(qkv.forward(x2.clone()))),
         ),
-        ("gelu [B*S,I]", Box::new(|| sync(gelu(m.clone())))),
+        ("gelu [B*S,I], burn", Box::new(|| sync(gelu(m.clone())))),
+        (
+            "gelu [B*S,I], fairpo_vit::gelu",
+            Box::new(|| sync(fairpo_vit::gelu(m.clone()))),
+        ),
         (
             "layernorm [B,S,D]",
             Box::new(|| sync(ln.forward(x.clone()))),

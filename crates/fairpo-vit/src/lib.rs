@@ -20,11 +20,13 @@
 
 mod config;
 mod error;
+mod gelu;
 mod model;
 mod weights;
 
 pub use config::{ImageSize, ModelDir, PreprocessorConfig, ViTConfig};
 pub use error::VitError;
+pub use gelu::{gelu, gelu_f32, gelu_in_place};
 pub use model::{
     cls, patchify, Attention, AttentionKind, Embeddings, Encoder, EncoderLayer, Intermediate,
     Output, PatchEmbeddings, SelfAttention, SelfOutput, ViT, ViTOutput, ViTTail, ViTTrunk,

@@ -4,7 +4,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -12,6 +12,7 @@ use burn::tensor::{Distribution, Tensor};
 
 use crate::config::ViTConfig;
 use crate::error::VitError;
+use crate::gelu::gelu;
 
 /// How multi-head attention is computed.
 ///
