@@ -144,7 +144,6 @@ fn coco_step(steps: usize) -> anyhow::Result<()> {
     };
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.01)
-        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
         .init::<Ad, Policy<Ad>>();
     let mut scheduler = fairpo_grpo::SchedulerConfig::default().init(2)?;
     let objective = ObjectiveConfig::default(); // FairPO-CPO, COCO Table 5 values
@@ -175,6 +174,8 @@ fn coco_step(steps: usize) -> anyhow::Result<()> {
         let alpha = scheduler.try_step(&out.group_values())?;
         let loss = out.combine(&alpha);
         let grads = GradientsParams::from_grads(loss.backward(), &policy);
+        // Global-norm clipping at 1, as the trainer's default and bench/train.py.
+        let (grads, _) = fairpo_train::clip::clip_global_norm(&policy, grads, 1.0);
         policy = optim.step(1e-4, policy, grads);
         let _ = policy
             .heads
