@@ -84,12 +84,7 @@ fn run() -> Result<()> {
                     )?);
                 }
             }
-            report(
-                &runs,
-                &Path::new("runs")
-                    .join("reports")
-                    .join(format!("{ds}-reproduce")),
-            )
+            report(&runs, &format!("{ds}-reproduce"))
         }
         "ablate" => {
             let ds = opts.dataset.as_deref().unwrap_or("demo");
@@ -110,25 +105,17 @@ fn run() -> Result<()> {
                 )?);
                 for overlay in &overlays {
                     let abl = overlay.file_stem().unwrap().to_string_lossy().to_string();
-                    let name = format!("{ds}-cpo-{abl}");
-                    let mut sets = opts.sets.clone();
-                    sets.push(format!("name={}", seeded_name(&name, seed)));
                     runs.push(train_with(
                         &format!("{ds}-cpo"),
                         Some(overlay),
-                        &name,
+                        &format!("{ds}-cpo-{abl}"),
                         seed,
-                        &sets,
+                        &opts.sets,
                         opts.fresh,
                     )?);
                 }
             }
-            report(
-                &runs,
-                &Path::new("runs")
-                    .join("reports")
-                    .join(format!("{ds}-ablate")),
-            )
+            report(&runs, &format!("{ds}-ablate"))
         }
         "sweep" => {
             let ds = opts.dataset.as_deref().unwrap_or("demo");
@@ -147,7 +134,6 @@ fn run() -> Result<()> {
                     let name = format!("{ds}-cpo-{param}{v}");
                     let mut sets = opts.sets.clone();
                     sets.push(format!("objective.{param}={v}"));
-                    sets.push(format!("name={}", seeded_name(&name, opts.seed)));
                     runs.push(train_with(
                         &format!("{ds}-cpo"),
                         None,
@@ -158,12 +144,7 @@ fn run() -> Result<()> {
                     )?);
                 }
             }
-            report(
-                &runs,
-                &Path::new("runs")
-                    .join("reports")
-                    .join(format!("{ds}-sweep")),
-            )
+            report(&runs, &format!("{ds}-sweep"))
         }
         "bench" => bench(opts.positional.first().map(String::as_str).unwrap_or("all")),
         "help" | "--help" | "-h" => {
@@ -300,14 +281,12 @@ fn seeded_path(p: &Path, seed: Option<u64>) -> PathBuf {
 
 fn train_preset(preset: &str, seed: Option<u64>, sets: &[String], fresh: bool) -> Result<PathBuf> {
     let info = read_preset(preset)?;
-    let name = info.name.clone();
-    let mut sets = sets.to_vec();
-    sets.push(format!("name={}", seeded_name(&name, seed)));
-    train_with(preset, None, &name, seed, &sets, fresh)
+    train_with(preset, None, &info.name, seed, sets, fresh)
 }
 
-/// Trains `preset` (+ optional overlay) as run `name` (seed-suffixed), first training
-/// whatever run it depends on (`reference`, `model.init_from`) and the demo data.
+/// Trains `preset` (+ optional overlay) as run `name` (seed-suffixed; set with
+/// `--set name=...` after `sets`), first training whatever run it depends on
+/// (`reference`, `model.init_from`) and the demo data.
 fn train_with(
     preset: &str,
     overlay: Option<&Path>,
@@ -321,6 +300,7 @@ fn train_with(
         ensure_demo_data(root, preset)?;
     }
     let mut sets = sets.to_vec();
+    sets.push(format!("name={}", seeded_name(name, seed)));
     for (key, dep) in [
         ("reference", &info.reference),
         ("model.init_from", &info.init_from),
@@ -415,7 +395,9 @@ fn ensure_demo_data(root: &Path, _preset: &str) -> Result<()> {
     ])
 }
 
-fn report(runs: &[PathBuf], out: &Path) -> Result<()> {
+/// Compares `runs` in one report written to `runs/reports/<name>`.
+fn report(runs: &[PathBuf], name: &str) -> Result<()> {
+    let out = Path::new("runs").join("reports").join(name);
     let mut args = vec!["report".to_string()];
     args.extend(runs.iter().map(|r| r.display().to_string()));
     args.push("--out".into());

@@ -53,46 +53,53 @@ fn bit(token: &str, path: &Path, line: usize) -> Result<u8> {
     }
 }
 
-/// Loads a split of the official layout (`split` = "Train" or "Test").
-pub fn load_official(
+/// What a layout's label reader needs to know about the split it reads.
+struct SplitInfo<'a> {
+    /// "Train" or "Test", as in file names.
+    word: &'static str,
+    /// Concept names in label order (T of them).
+    labels: &'a [String],
+    /// The image list the labels must align with.
+    list: &'a Path,
+    /// Number of images in the list.
+    n: usize,
+}
+
+impl SplitInfo<'_> {
+    /// The error for a label file whose line count differs from the image list's.
+    fn count_mismatch(&self, file: PathBuf, lines: usize) -> DataError {
+        DataError::Inconsistent {
+            path: file,
+            message: format!(
+                "{lines} label lines but the image list {} has {} images",
+                self.list.display(),
+                self.n
+            ),
+        }
+    }
+}
+
+/// Loads a split of either layout: reads the concept list and the image list, then the
+/// labels with `read_rows` (n·T row-major 0/1 values).
+fn load_split(
     root: &Path,
     split: &str,
     image_dir: &Path,
     opts: &LoadOptions,
+    read_rows: fn(&Path, &SplitInfo) -> Result<Vec<u8>>,
 ) -> Result<Dataset> {
     let start = Instant::now();
     require_dir(root, "NUS-WIDE root")?;
     let word = split_word(split)?;
     let labels = read_label_names(&root.join("Concepts81.txt"), "NUS-WIDE concept list")?;
     let (list, paths) = read_image_list(root, split, image_dir)?;
-    let n = paths.len();
-    let t = labels.len();
-    let gt_dir = root.join("Groundtruth").join("TrainTestLabels");
-    require_dir(&gt_dir, "NUS-WIDE per-concept label files")?;
-    let mut rows = vec![0u8; n * t];
-    for (c, concept) in labels.iter().enumerate() {
-        let file = gt_dir.join(format!("Labels_{concept}_{word}.txt"));
-        let text = read_text(&file, &format!("labels of concept {concept:?}"))?;
-        let values: Vec<(usize, &str)> = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| (i + 1, l.trim()))
-            .filter(|(_, l)| !l.is_empty())
-            .collect();
-        if values.len() != n {
-            return Err(DataError::Inconsistent {
-                path: file,
-                message: format!(
-                    "{} label lines but the image list {} has {n} images",
-                    values.len(),
-                    list.display()
-                ),
-            });
-        }
-        for (row, (line, token)) in values.into_iter().enumerate() {
-            rows[row * t + c] = bit(token, &file, line)?;
-        }
-    }
+    let info = SplitInfo {
+        word,
+        labels: &labels,
+        list: &list,
+        n: paths.len(),
+    };
+    let rows = read_rows(root, &info)?;
     RawSplit {
         split: word.to_string(),
         labels,
@@ -104,6 +111,41 @@ pub fn load_official(
     .finish(opts)
 }
 
+/// Loads a split of the official layout (`split` = "Train" or "Test").
+pub fn load_official(
+    root: &Path,
+    split: &str,
+    image_dir: &Path,
+    opts: &LoadOptions,
+) -> Result<Dataset> {
+    load_split(root, split, image_dir, opts, read_official_rows)
+}
+
+/// Reads `Groundtruth/TrainTestLabels/Labels_<concept>_<word>.txt`, one file per concept.
+fn read_official_rows(root: &Path, info: &SplitInfo) -> Result<Vec<u8>> {
+    let (n, t) = (info.n, info.labels.len());
+    let gt_dir = root.join("Groundtruth").join("TrainTestLabels");
+    require_dir(&gt_dir, "NUS-WIDE per-concept label files")?;
+    let mut rows = vec![0u8; n * t];
+    for (c, concept) in info.labels.iter().enumerate() {
+        let file = gt_dir.join(format!("Labels_{concept}_{}.txt", info.word));
+        let text = read_text(&file, &format!("labels of concept {concept:?}"))?;
+        let values: Vec<(usize, &str)> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty())
+            .collect();
+        if values.len() != n {
+            return Err(info.count_mismatch(file, values.len()));
+        }
+        for (row, (line, token)) in values.into_iter().enumerate() {
+            rows[row * t + c] = bit(token, &file, line)?;
+        }
+    }
+    Ok(rows)
+}
+
 /// Loads a split of the combined layout (`Labels_{Train,Test}.txt`, T values per line).
 pub fn load_combined(
     root: &Path,
@@ -111,14 +153,13 @@ pub fn load_combined(
     image_dir: &Path,
     opts: &LoadOptions,
 ) -> Result<Dataset> {
-    let start = Instant::now();
-    require_dir(root, "NUS-WIDE root")?;
-    let word = split_word(split)?;
-    let labels = read_label_names(&root.join("Concepts81.txt"), "NUS-WIDE concept list")?;
-    let (list, paths) = read_image_list(root, split, image_dir)?;
-    let n = paths.len();
-    let t = labels.len();
-    let name = format!("Labels_{word}.txt");
+    load_split(root, split, image_dir, opts, read_combined_rows)
+}
+
+/// Reads `Labels_<word>.txt` (in `Groundtruth/`, else in the root), T values per line.
+fn read_combined_rows(root: &Path, info: &SplitInfo) -> Result<Vec<u8>> {
+    let (n, t) = (info.n, info.labels.len());
+    let name = format!("Labels_{}.txt", info.word);
     let candidates = [root.join("Groundtruth").join(&name), root.join(&name)];
     let file = candidates
         .iter()
@@ -156,21 +197,7 @@ pub fn load_combined(
         count += 1;
     }
     if count != n {
-        return Err(DataError::Inconsistent {
-            path: file,
-            message: format!(
-                "{count} label lines but the image list {} has {n} images",
-                list.display()
-            ),
-        });
+        return Err(info.count_mismatch(file, count));
     }
-    RawSplit {
-        split: word.to_string(),
-        labels,
-        paths,
-        rows,
-        duplicate_labels: 0,
-        parse_seconds: start.elapsed().as_secs_f64(),
-    }
-    .finish(opts)
+    Ok(rows)
 }

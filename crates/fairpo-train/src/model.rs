@@ -148,6 +148,20 @@ pub fn trunk_fingerprint<B: Backend>(trunk: &ViTTrunk<B>) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The tiny ViT of the crate's unit tests: 2 layers, D = 16, 8x8 pixels in 4x4 patches.
+#[cfg(test)]
+pub(crate) fn test_vit_config() -> ViTConfig {
+    ViTConfig {
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 32,
+        patch_size: 4,
+        image_size: 8,
+        ..ViTConfig::tiny()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,15 +172,7 @@ mod tests {
     #[test]
     fn model_file_round_trip_and_fingerprint() {
         let device = Default::default();
-        let vit_cfg = ViTConfig {
-            hidden_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            intermediate_size: 32,
-            patch_size: 4,
-            image_size: 8,
-            ..ViTConfig::tiny()
-        };
+        let vit_cfg = test_vit_config();
         let heads_cfg = HeadsConfig::new(3, 16).with_hidden(vec![4]).with_seed(1);
         let vit = vit_cfg.init::<B>(&device);
         let heads = heads_cfg.init::<B>(&device);

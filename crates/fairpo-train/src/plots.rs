@@ -1,6 +1,10 @@
 //! SVG plots for run reports (plotters' SVG backend, rendered into a string so the
 //! caller can write it atomically).
 
+use std::ops::Range;
+
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 /// One named line of a line plot.
@@ -41,6 +45,72 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// A chart with `f64` axes on an SVG canvas.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Renders an SVG document of `size` pixels: `draw` paints on a white canvas.
+fn render_svg(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// A captioned chart on `root`, with x and y label areas of `label_areas` pixels.
+fn titled_chart<'a, 'b>(
+    root: &DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    label_areas: (u32, u32),
+    x: Range<f64>,
+    y: Range<f64>,
+) -> Result<Chart<'a, 'b>, String> {
+    ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(label_areas.0)
+        .y_label_area_size(label_areas.1)
+        .build_cartesian_2d(x, y)
+        .map_err(err)
+}
+
+/// Bar-chart axes: no vertical grid lines and no x tick labels (the caller writes the
+/// category names), `y_label` on the y axis.
+fn draw_bar_mesh(chart: &mut Chart<'_, '_>, y_label: &str) -> Result<(), String> {
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc(y_label)
+        .draw()
+        .map_err(err)
+}
+
+/// Draws the series legend at `position`, on a translucent white box.
+fn draw_legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
+/// A legend marker for bars: a small filled square.
+fn square_marker(color: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
+    move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+}
+
 /// Renders a line plot with a legend as an SVG document.
 pub fn line_plot(
     title: &str,
@@ -48,20 +118,11 @@ pub fn line_plot(
     y_label: &str,
     series: &[Series],
 ) -> Result<String, String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
+    render_svg((720, 420), |root| {
         let pts = || series.iter().flat_map(|s| s.points.iter());
         let (x0, x1) = range(pts().map(|p| p.0));
         let (y0, y1) = range(pts().map(|p| p.1));
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(err)?;
+        let mut chart = titled_chart(root, title, (40, 60), x0..x1, y0..y1)?;
         chart
             .configure_mesh()
             .x_desc(x_label)
@@ -84,15 +145,9 @@ pub fn line_plot(
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+        // MiddleRight is plotters' default legend position.
+        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)
+    })
 }
 
 /// Renders per-label AP bars, privileged labels in red, the rest in blue, labels with
@@ -105,24 +160,9 @@ pub fn ap_bars(
 ) -> Result<String, String> {
     let n = labels.len().max(1);
     let width = (n as u32 * 14 + 140).clamp(720, 2400);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (width, 460)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(90)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..n as f64, 0f64..1.0)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .y_desc("average precision")
-            .draw()
-            .map_err(err)?;
+    render_svg((width, 460), |root| {
+        let mut chart = titled_chart(root, title, (90, 50), 0f64..n as f64, 0f64..1.0)?;
+        draw_bar_mesh(&mut chart, "average precision")?;
         let style = ("sans-serif", 10)
             .into_font()
             .transform(FontTransform::Rotate90);
@@ -147,32 +187,19 @@ pub fn ap_bars(
                 ))
             }))
             .map_err(err)?;
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(0.0, 0.0), (0.0, 0.0)],
-                red.filled(),
-            )))
-            .map_err(err)?
-            .label("privileged (P)")
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], red.filled()));
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(0.0, 0.0), (0.0, 0.0)],
-                blue.filled(),
-            )))
-            .map_err(err)?
-            .label("non-privileged")
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], blue.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+        // Legend entries: empty rectangles that only carry a label and a marker.
+        for (label, color) in [("privileged (P)", red), ("non-privileged", blue)] {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, 0.0), (0.0, 0.0)],
+                    color.filled(),
+                )))
+                .map_err(err)?
+                .label(label)
+                .legend(square_marker(color));
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
 }
 
 /// Grouped bars: one group per category (e.g. a run), one bar per named value
@@ -186,26 +213,16 @@ pub fn grouped_bars(
 ) -> Result<String, String> {
     let n = categories.len().max(1);
     let k = bar_names.len().max(1);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, ((n as u32 * 110 + 160).max(600), 440))
-            .into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
+    render_svg(((n as u32 * 110 + 160).max(600), 440), |root| {
         let (lo, hi) = range(values.iter().flatten().copied().chain([0.0]));
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(70)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..n as f64, lo.min(0.0)..hi.max(0.0))
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .y_desc(y_label)
-            .draw()
-            .map_err(err)?;
+        let mut chart = titled_chart(
+            root,
+            title,
+            (70, 60),
+            0f64..n as f64,
+            lo.min(0.0)..hi.max(0.0),
+        )?;
+        draw_bar_mesh(&mut chart, y_label)?;
         let y_base = lo.min(0.0);
         for (i, name) in categories.iter().enumerate() {
             let (px, py) = chart.backend_coord(&(i as f64 + 0.1, y_base));
@@ -229,20 +246,10 @@ pub fn grouped_bars(
                 }))
                 .map_err(err)?
                 .label(name.to_string())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
+                .legend(square_marker(color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    })
 }
 
 #[cfg(test)]

@@ -970,15 +970,7 @@ mod tests {
 
     fn tiny_policy(seed: u64) -> Policy<Ad> {
         let device = Default::default();
-        let cfg = ViTConfig {
-            hidden_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            intermediate_size: 32,
-            patch_size: 4,
-            image_size: 8,
-            ..ViTConfig::tiny()
-        };
+        let cfg = model::test_vit_config();
         <Ad as Backend>::seed(&device, seed);
         let (_, tail) = cfg.init::<Ad>(&device).split_frozen(1);
         Policy {
@@ -1092,15 +1084,7 @@ mod tests {
         use crate::config::InitHeads;
         type Inner = burn::backend::Flex;
         let device = Default::default();
-        let vit_cfg = ViTConfig {
-            hidden_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            intermediate_size: 32,
-            patch_size: 4,
-            image_size: 8,
-            ..ViTConfig::tiny()
-        };
+        let vit_cfg = model::test_vit_config();
         let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let heads_cfg = HeadsConfig::new(3, 16).with_hidden(vec![4]).with_seed(7);
         let dir = tempfile::tempdir().unwrap();

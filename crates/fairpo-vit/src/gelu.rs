@@ -1,29 +1,17 @@
-//! Exact (erf) GELU with a fast path for the CPU backend.
+//! Exact (erf) GELU with a fast CPU kernel (see [`crate::fast`]).
 //!
-//! burn-flex 0.21 evaluates GELU and its derivative one element at a time on one thread
-//! through libm's `erff`: on ViT-B/16 at batch 8 that was 35 ms of a 116 ms encoder layer
-//! forward (`bench_vit_ops`). For f32 tensors on `Flex` and `Autodiff<Flex>` [`gelu`]
-//! instead runs a branch-free kernel that the compiler vectorises, split across rayon's
-//! threads, with its own backward op under autodiff. Every other backend goes through
-//! burn's `gelu`.
-//!
-//! The kernel uses Abramowitz & Stegun 7.1.26 for erfc on |x|/√2 (absolute error ≤ 1.5e-7)
-//! and a Cody–Waite range-reduced exp; for x < 0 it forms `0.5·x·erfc(|x|/√2)` directly, so
-//! the negative tail has no cancellation. Tested against float64 `erfc` values to 1e-6, and
-//! the derivative against burn's `gelu_backward`.
+//! On ViT-B/16 at batch 8 burn-flex's GELU took 35 ms of a 116 ms encoder layer forward
+//! (`bench_vit_ops`); this kernel takes ~5 ms. It uses Abramowitz & Stegun 7.1.26 for
+//! erfc(|x|/√2) (absolute error ≤ 1.5e-7) and a Cody–Waite range-reduced exp; for x < 0 it
+//! forms `0.5·x·erfc(|x|/√2)` directly, so the negative tail has no cancellation. Tested
+//! against float64 values of GELU and its derivative to 1e-6.
 
-use std::any::Any;
-
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use crate::fast::{apply, exp_nonpositive, HostOp, CHUNK};
 
 /// `0.5·x·(1 + erf(x/√2))`, elementwise.
 ///
@@ -31,108 +19,29 @@ use rayon::prelude::*;
 /// - x: any
 /// - output: same as `x`
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() != DType::F32 {
-        return activation::gelu(x);
-    }
-    let boxed: Box<dyn Any> = Box::new(x);
-    let boxed = match boxed.downcast::<Tensor<Flex, D>>() {
-        Ok(flex) => {
-            return cast(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(
-                gelu_primitive::<D>(flex.into_primitive().tensor()),
-            )))
-        }
-        Err(other) => other,
-    };
-    let boxed = match boxed.downcast::<Tensor<Autodiff<Flex>, D>>() {
-        Ok(ad) => return cast(gelu_autodiff(*ad)),
-        Err(other) => other,
-    };
-    activation::gelu(unbox(boxed))
+    apply::<Gelu, B, D>(x, activation::gelu)
 }
 
-/// Re-types a tensor whose backend a downcast has already established.
-fn cast<T: Any, U: Any>(value: T) -> U {
-    unbox(Box::new(value))
-}
-
-fn unbox<U: Any>(boxed: Box<dyn Any>) -> U {
-    *boxed
-        .downcast::<U>()
-        .expect("the backend was matched by a downcast before")
-}
-
-fn host_values<const D: usize>(x: FloatTensor<Flex>) -> (Vec<f32>, burn::tensor::Shape) {
-    let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(x));
-    let shape = t.shape();
-    let values = t
-        .into_data()
-        .into_vec::<f32>()
-        .expect("an f32 tensor reads back as f32");
-    (values, shape)
-}
-
-fn to_primitive<const D: usize>(values: Vec<f32>, shape: burn::tensor::Shape) -> FloatTensor<Flex> {
-    Tensor::<Flex, D>::from_data(TensorData::new(values, shape), &Default::default())
-        .into_primitive()
-        .tensor()
-}
-
-fn gelu_primitive<const D: usize>(x: FloatTensor<Flex>) -> FloatTensor<Flex> {
-    let (mut values, shape) = host_values::<D>(x);
-    gelu_in_place(&mut values);
-    to_primitive::<D>(values, shape)
-}
-
-/// `grad · gelu'(x)`.
-fn gelu_backward_primitive<const D: usize>(
-    x: FloatTensor<Flex>,
-    grad: FloatTensor<Flex>,
-) -> FloatTensor<Flex> {
-    let (x, _) = host_values::<D>(x);
-    let (mut grad, shape) = host_values::<D>(grad);
-    grad.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(g, x)| {
-            for (g, &x) in g.iter_mut().zip(x) {
-                *g *= gelu_derivative_f32(x);
-            }
-        });
-    to_primitive::<D>(grad, shape)
-}
-
-/// The backward op of [`gelu_autodiff`]; its state is the input.
 #[derive(Debug)]
-struct FastGeluBackward<const D: usize>;
+struct Gelu;
 
-impl<const D: usize> Backward<Flex, 1> for FastGeluBackward<D> {
-    type State = FloatTensor<Flex>;
+impl HostOp for Gelu {
+    const SAVES_INPUT: bool = true;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let input = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            gelu_backward_primitive::<D>(input, grad)
-        });
+    fn forward(values: &mut [f32], _: usize) {
+        gelu_in_place(values);
+    }
+
+    fn backward(x: &[f32], grad: &mut [f32], _: usize) {
+        grad.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(g, x)| {
+                for (g, &x) in g.iter_mut().zip(x) {
+                    *g *= gelu_derivative_f32(x);
+                }
+            });
     }
 }
-
-fn gelu_autodiff<const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<Autodiff<Flex>, D> {
-    let x = x.into_primitive().tensor();
-    let out = match FastGeluBackward::<D>
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let y = gelu_primitive::<D>(x.primitive.clone());
-            prep.finish(x.primitive, y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(gelu_primitive::<D>(x.primitive)),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
-}
-
-/// Elements per parallel task: large enough to amortise rayon, small enough to balance.
-const CHUNK: usize = 1 << 14;
 
 /// Applies [`gelu_f32`] to every element, in parallel chunks.
 pub fn gelu_in_place(values: &mut [f32]) {
@@ -182,34 +91,10 @@ fn erfc_and_gauss(x: f32) -> (f32, f32) {
     (poly * gauss, gauss)
 }
 
-/// e^y for y ≤ 0 (y below −87 gives ~0), relative error ~1e-7; branch-free.
-#[inline(always)]
-fn exp_nonpositive(y: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // 1.5·2^23: adding it rounds to the nearest integer, which lands in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let y = y.max(-87.0);
-    let k = y * std::f32::consts::LOG2_E + ROUND;
-    let n = k - ROUND;
-    let r = (y - n * LN2_HI) - n * LN2_LO; // |r| ≤ ln2/2
-                                           // Taylor to r^7: truncation error < 4e-9 relative on |r| ≤ 0.347.
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    // 2^n for n in [−126, 0]: the biased exponent n + 127 placed in the exponent field.
-    // (Wrapping ops: no overflow check in the loop, which would stop it vectorising.)
-    let n_int = (k.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let scale = f32::from_bits((n_int.wrapping_add(127) as u32) << 23);
-    p * scale
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use burn::backend::{Autodiff, Flex, NdArray};
     use burn::tensor::Distribution;
 
     #[test]
@@ -232,20 +117,6 @@ mod tests {
         }
         assert!(gelu_f32(-100.0).abs() < 1e-30);
         assert_eq!(gelu_f32(100.0), 100.0);
-    }
-
-    #[test]
-    fn exp_matches_std() {
-        let mut y = -87.0f32;
-        while y <= 0.0 {
-            let got = exp_nonpositive(y);
-            let want = y.exp();
-            assert!(
-                ((got - want) / want).abs() < 3e-7,
-                "exp({y}) = {got}, want {want}"
-            );
-            y += 0.0137;
-        }
     }
 
     /// Against float64 values of Φ(x) + x·φ(x) from Python's math.erfc/math.exp, and a

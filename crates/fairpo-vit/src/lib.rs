@@ -20,17 +20,20 @@
 
 mod config;
 mod error;
+mod fast;
 mod gelu;
 mod model;
+mod softmax;
 mod weights;
 
 pub use config::{ImageSize, ModelDir, PreprocessorConfig, ViTConfig};
 pub use error::VitError;
-pub use gelu::{gelu, gelu_f32, gelu_in_place};
+pub use gelu::{gelu, gelu_derivative_f32, gelu_f32, gelu_in_place};
 pub use model::{
     cls, patchify, Attention, AttentionKind, Embeddings, Encoder, EncoderLayer, Intermediate,
     Output, PatchEmbeddings, SelfAttention, SelfOutput, ViT, ViTOutput, ViTTail, ViTTrunk,
 };
+pub use softmax::softmax_last;
 pub use weights::{
     hf_key_table, load_checkpoint, load_hf_dir, load_hf_weights, read_tensors, record_from_bytes,
     record_to_bytes, save_checkpoint, KeySpec, LoadedViT, Transform, IGNORED_PREFIXES,

@@ -4,7 +4,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -13,6 +12,7 @@ use burn::tensor::{Distribution, Tensor};
 use crate::config::ViTConfig;
 use crate::error::VitError;
 use crate::gelu::gelu;
+use crate::softmax::softmax_last;
 
 /// How multi-head attention is computed.
 ///
@@ -71,6 +71,24 @@ pub fn patchify<B: Backend>(pixels: Tensor<B, 4>, patch: usize) -> Tensor<B, 3> 
         .reshape([b, c, gh, patch, gw, patch])
         .permute([0, 2, 4, 1, 3, 5])
         .reshape([b, gh * gw, c * patch * patch])
+}
+
+/// [`patchify`] after checking that `pixels` is `[B, num_channels, image_size, image_size]`.
+///
+/// # Panics
+/// If the channels or the side differ from the model's.
+fn checked_patchify<B: Backend>(
+    pixels: Tensor<B, 4>,
+    num_channels: usize,
+    image_size: usize,
+    patch_size: usize,
+) -> Tensor<B, 3> {
+    let [_, c, h, w] = pixels.dims();
+    assert!(
+        c == num_channels && h == image_size && w == image_size,
+        "ViT expects pixels [B, {num_channels}, {image_size}, {image_size}], got [B, {c}, {h}, {w}]"
+    );
+    patchify(pixels, patch_size)
 }
 
 /// Patch projection: the HF `Conv2d(C, D, kernel = stride = p)` as a matmul on patches.
@@ -141,7 +159,7 @@ impl<B: Backend> SelfAttention<B> {
             AttentionKind::Matmul => {
                 let scale = (hd as f64).sqrt().recip();
                 let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-                softmax(scores, 3).matmul(v)
+                softmax_last(scores).matmul(v)
             }
         };
         ctx.swap_dims(1, 2).reshape([b, s, d])
@@ -209,6 +227,26 @@ impl<B: Backend> EncoderLayer<B> {
             self.layernorm_after.forward(h.clone()),
         ));
         h + linear_rows(&self.output.dense, m)
+    }
+}
+
+/// Runs `x` through `layers` in order.
+///
+/// # Shapes
+/// - x: `[B, S, D]`
+/// - output: `[B, S, D]`
+fn forward_layers<B: Backend>(layers: &[EncoderLayer<B>], x: Tensor<B, 3>) -> Tensor<B, 3> {
+    layers.iter().fold(x, |x, l| l.forward(x))
+}
+
+/// Applies the final LayerNorm when this half of a split model holds it.
+fn forward_norm_if_held<B: Backend>(
+    layernorm: &Option<LayerNorm<B>>,
+    x: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    match layernorm {
+        Some(ln) => ln.forward(x),
+        None => x,
     }
 }
 
@@ -374,10 +412,7 @@ impl<B: Backend> ViT<B> {
     /// - pixels: `[B, C, H, W]`, H = W = `image_size`, normalised as the model expects
     /// - output: `[B, D]`
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = self.embed(pixels);
-        for l in &self.encoder.layer {
-            x = l.forward(x);
-        }
+        let x = forward_layers(&self.encoder.layer, self.embed(pixels));
         cls(self.layernorm.forward(x))
     }
 
@@ -397,11 +432,7 @@ impl<B: Backend> ViT<B> {
             "layer {n} > number of layers {}",
             self.num_layers()
         );
-        let mut x = self.embed(pixels);
-        for l in &self.encoder.layer[..n] {
-            x = l.forward(x);
-        }
-        cls(x)
+        cls(forward_layers(&self.encoder.layer[..n], self.embed(pixels)))
     }
 
     /// Every hidden state, as HF `ViTModel(..., output_hidden_states=True)`.
@@ -423,15 +454,12 @@ impl<B: Backend> ViT<B> {
     }
 
     fn embed(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [_, c, h, w] = pixels.dims();
-        assert!(
-            c == self.num_channels && h == self.image_size && w == self.image_size,
-            "ViT expects pixels [B, {}, {}, {}], got [B, {c}, {h}, {w}]",
+        self.embeddings.forward(checked_patchify(
+            pixels,
             self.num_channels,
             self.image_size,
-            self.image_size
-        );
-        self.embeddings.forward(patchify(pixels, self.patch_size))
+            self.patch_size,
+        ))
     }
 
     /// Split for the freeze policy: the last `trainable_layers` = k layers (and the final
@@ -555,26 +583,12 @@ impl<B: Backend> ViTTrunk<B> {
     /// - output: hidden states `[B, N+1, D]` after layer `L-k-1` (after the final LN when
     ///   k = 0); when k = L, the flattened patches `[B, N, C·p·p]`.
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [_, c, h, w] = pixels.dims();
-        assert!(
-            c == self.num_channels && h == self.image_size && w == self.image_size,
-            "ViT expects pixels [B, {}, {}, {}], got [B, {c}, {h}, {w}]",
-            self.num_channels,
-            self.image_size,
-            self.image_size
-        );
-        let patches = patchify(pixels, self.patch_size);
+        let patches = checked_patchify(pixels, self.num_channels, self.image_size, self.patch_size);
         let Some(emb) = &self.embeddings else {
             return patches;
         };
-        let mut x = emb.forward(patches);
-        for l in &self.layers {
-            x = l.forward(x);
-        }
-        match &self.layernorm {
-            Some(ln) => ln.forward(x),
-            None => x,
-        }
+        let x = forward_layers(&self.layers, emb.forward(patches));
+        forward_norm_if_held(&self.layernorm, x)
     }
 
     /// Number of encoder layers in the trunk.
@@ -601,18 +615,12 @@ impl<B: Backend> ViTTail<B> {
     /// - hidden: the trunk's output (`[B, N+1, D]`, or `[B, N, C·p·p]` when k = L)
     /// - output: `[B, D]`
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
-        let mut x = match &self.embeddings {
+        let x = match &self.embeddings {
             Some(emb) => emb.forward(hidden),
             None => hidden,
         };
-        for l in &self.layers {
-            x = l.forward(x);
-        }
-        let x = match &self.layernorm {
-            Some(ln) => ln.forward(x),
-            None => x,
-        };
-        cls(x)
+        let x = forward_layers(&self.layers, x);
+        cls(forward_norm_if_held(&self.layernorm, x))
     }
 
     /// Number of encoder layers in the tail (k).
