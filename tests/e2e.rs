@@ -5,17 +5,14 @@
 //! Sizes are chosen for speed (200 images of 16 px, a 2-layer ViT of width 32, 2 epochs):
 //! the whole file runs in seconds in the dev profile.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "../crates/fairpo-train/tests/common/mod.rs"]
+#[allow(dead_code)] // each test crate uses only some of the helpers
+mod common;
 
-fn fairpo(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fairpo"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running the fairpo binary")
-}
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::fairpo;
 
 fn ok(out: &Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();

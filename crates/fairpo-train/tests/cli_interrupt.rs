@@ -2,18 +2,13 @@
 //! exits cleanly with a resume hint, and `--resume` continues from exactly that step.
 #![cfg(unix)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn fairpo(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fairpo"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running the fairpo binary")
-}
+use common::{fairpo, fairpo_command};
 
 fn step_numbers(log: &Path) -> Vec<u64> {
     std::fs::read_to_string(log)
@@ -78,10 +73,7 @@ cache_dir = "cache"
     let config = config.to_str().unwrap();
     let run = dir.join("runs/long");
 
-    let child = Command::new(env!("CARGO_BIN_EXE_fairpo"))
-        .args(["train", "--config", config])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
+    let child = fairpo_command(&["train", "--config", config], dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
