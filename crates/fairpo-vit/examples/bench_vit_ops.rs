@@ -129,10 +129,19 @@ fn main() {
     let kh = split(k.forward(x.clone()));
     let vh = split(v.forward(x.clone()));
 
+    let scores = qh.clone().matmul(kh.clone().swap_dims(2, 3));
     // Autodiff: weight gradient of one [D, I] linear, 3-D input vs flattened 2-D input.
     let fc1_ad: Linear<AD> = LinearConfig::new(d, i).init(&dev);
     let x_ad = Tensor::<AD, 3>::random([batch, s, d], Distribution::Normal(0.0, 1.0), &dev);
 
+    let vit_layer = fairpo_vit::ViTConfig {
+        num_hidden_layers: 1,
+        ..fairpo_vit::ViTConfig::base_patch16_224()
+    }
+    .init::<B>(&dev)
+    .encoder
+    .layer
+    .remove(0);
     let layer_b = Layer::<B>::new(&dev);
     let layer_ad = Layer::<AD>::new(&dev);
     let layer_nd = Layer::<NdArray<f32>>::new(&Default::default());
@@ -150,6 +159,10 @@ fn main() {
         (
             "layer fwd, 2-D linears",
             Box::new(|| sync(layer_b.forward(x.clone(), true))),
+        ),
+        (
+            "layer fwd, fairpo_vit::EncoderLayer (host kernel)",
+            Box::new(|| sync(vit_layer.forward(x.clone()))),
         ),
         (
             "NdArray layer fwd, 2-D linears",
@@ -214,6 +227,22 @@ fn main() {
                 let c = attn(qh.clone(), kh.clone(), vh.clone());
                 sync(c.swap_dims(1, 2).reshape([batch, s, d]));
             }),
+        ),
+        (
+            "attention: Q·Kᵀ only",
+            Box::new(|| sync(qh.clone().matmul(kh.clone().swap_dims(2, 3)))),
+        ),
+        (
+            "attention: scale × scores",
+            Box::new(|| sync(scores.clone() * 0.125)),
+        ),
+        (
+            "attention: fairpo_vit::softmax_last",
+            Box::new(|| sync(fairpo_vit::softmax_last(scores.clone()))),
+        ),
+        (
+            "attention: P·V only",
+            Box::new(|| sync(scores.clone().matmul(vh.clone()))),
         ),
         (
             "head split+merge copies",

@@ -21,6 +21,7 @@
 mod config;
 mod error;
 mod fast;
+mod flex_layer;
 mod gelu;
 mod model;
 mod softmax;

@@ -20,11 +20,11 @@ use crate::softmax::softmax_last;
 /// `module::attention` op (Flex has a fused CPU kernel: naive per-head gemms for short
 /// sequences, flash-style tiling for long ones; under `Autodiff` burn falls back to the
 /// matmul-softmax form anyway). Both compute the same thing (tested to 1e-5).
-/// `Matmul` is the default: on ViT-B/16 (197 tokens), batch 8, 2 CPU threads, Flex, it
-/// was ~10% faster than `Fused` in an interleaved micro-run (3.9 s vs 4.3 s per batch) and
-/// equal within noise in `examples/bench_vit.rs` (1.08 vs 1.10 img/s, on a loaded machine);
-/// the fused op brings no measurable gain at this sequence length. The benchmark reports
-/// both, so the choice can be revisited per machine/backend (e.g. CUDA).
+/// `Matmul` is the default. On Flex f32 outside autodiff (the frozen trunk, evaluation,
+/// `fairpo features`) it runs the whole layer as the host kernel of `flex_layer.rs`, whose
+/// attention works per (image, head) in cache; `examples/bench_vit.rs` reports both kinds
+/// (ViT-B/16, batch 8, 2 threads: 6.9 img/s vs 4.9 for `Fused`), so the choice can be
+/// revisited per machine/backend (e.g. CUDA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttentionKind {
     /// burn's fused scaled-dot-product attention op.
@@ -139,6 +139,11 @@ pub struct SelfAttention<B: Backend> {
 }
 
 impl<B: Backend> SelfAttention<B> {
+    /// Number of attention heads.
+    pub(crate) fn num_heads(&self) -> usize {
+        self.num_heads
+    }
+
     /// Multi-head scaled-dot-product self-attention (no mask, no dropout).
     ///
     /// # Shapes
@@ -210,13 +215,36 @@ pub struct EncoderLayer<B: Backend> {
     pub layernorm_before: LayerNorm<B>,
     /// Norm before the MLP.
     pub layernorm_after: LayerNorm<B>,
+    /// Epsilon of both norms (burn's `LayerNorm` keeps its own private).
+    #[module(skip)]
+    layer_norm_eps: f64,
 }
 
 impl<B: Backend> EncoderLayer<B> {
+    /// On Flex f32 outside autodiff this runs the host kernel of [`crate::flex_layer`]
+    /// (same maths, fewer passes and allocations); elsewhere, burn's ops.
+    ///
     /// # Shapes
     /// - x: `[B, S, D]`
     /// - output: `[B, S, D]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        if self.attention.attention.kind == AttentionKind::Matmul {
+            match crate::flex_layer::try_forward(self, x) {
+                Ok(y) => y,
+                Err(x) => self.forward_generic(x),
+            }
+        } else {
+            self.forward_generic(x)
+        }
+    }
+
+    /// Epsilon of the two LayerNorms.
+    pub(crate) fn layer_norm_eps(&self) -> f64 {
+        self.layer_norm_eps
+    }
+
+    /// The layer in burn's ops, on any backend.
+    pub(crate) fn forward_generic(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let a = self
             .attention
             .attention
@@ -355,6 +383,7 @@ impl ViTConfig {
                 },
                 layernorm_before: ln(),
                 layernorm_after: ln(),
+                layer_norm_eps: self.layer_norm_eps,
             })
             .collect();
         ViT {

@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::fast::{apply, exp_nonpositive, HostOp, CHUNK};
+use crate::fast::{apply, exp_shifted_sum, lane_dot, lane_max, HostOp, CHUNK};
 
 /// `exp(x_i − max x) / Σ_j exp(x_j − max x)` along the last dimension.
 ///
@@ -44,7 +44,7 @@ impl HostOp for Softmax {
             .zip(y.par_chunks(n))
             .for_each(|(g, y)| {
                 for (g, y) in g.chunks_mut(row).zip(y.chunks(row)) {
-                    let dot: f32 = g.iter().zip(y).map(|(g, y)| g * y).sum();
+                    let dot = lane_dot(g, y);
                     for (g, &y) in g.iter_mut().zip(y) {
                         *g = y * (*g - dot);
                     }
@@ -53,22 +53,23 @@ impl HostOp for Softmax {
     }
 }
 
-fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        // All −∞ (a fully masked row): burn yields NaN here too; keep it explicit.
-        row.fill(f32::NAN);
-        return;
-    }
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = exp_nonpositive(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let inv = exp_shifted_row(row).recip();
     for v in row.iter_mut() {
         *v *= inv;
     }
+}
+
+/// `row := exp(row − max row)`, returning the sum: softmax without its normalisation, for a
+/// caller that can divide later on fewer values.
+pub(crate) fn exp_shifted_row(row: &mut [f32]) -> f32 {
+    let max = lane_max(row);
+    if max == f32::NEG_INFINITY {
+        // All −∞ (a fully masked row): burn yields NaN here too; keep it explicit.
+        row.fill(f32::NAN);
+        return f32::NAN;
+    }
+    exp_shifted_sum(row, max)
 }
 
 #[cfg(test)]

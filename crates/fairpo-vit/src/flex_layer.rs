@@ -1,0 +1,578 @@
+//! One encoder layer on burn-flex f32 tensors outside autodiff, as host loops around gemm.
+//!
+//! This is the frozen trunk's path (every layer in `fairpo features` and in evaluation, all but
+//! the last k while training). burn's op-by-op form of a layer makes a dozen passes over
+//! `[B·S, ·]` buffers, allocates every intermediate, and runs attention as batched matmuls over
+//! a `[B, H, S, S]` score tensor that does not fit in cache. Here the maths is the same but:
+//! - biases are pre-filled into the gemm destination and the gemm accumulates onto them, and
+//!   the residual stream is the destination of the output projections, so no bias or residual
+//!   pass of its own;
+//! - 1/√d is folded into the query projection;
+//! - attention runs per (image, head) in an `S×S` scratch that stays in cache, and writes the
+//!   context straight into its heads-concatenated place;
+//! - the first MLP's bias and GELU are one pass.
+//!
+//! Checked against the generic path (burn's ops) in the tests below and, through the model,
+//! against `transformers` in `tests/parity.rs`.
+
+// gemm's API takes raw pointers and strides; the unsafe blocks below state why each call is
+// in bounds.
+#![allow(unsafe_code)]
+
+use std::any::Any;
+use std::sync::Mutex;
+
+use burn::backend::Flex;
+use burn::module::Param;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::fast::{cast, lane_sum, CHUNK};
+use crate::gelu::gelu_f32;
+use crate::model::EncoderLayer;
+use crate::softmax::exp_shifted_row;
+
+/// Runs `layer` on `x` here when the backend is Flex and everything is f32; otherwise gives
+/// `x` back for the generic path.
+pub(crate) fn try_forward<B: Backend>(
+    layer: &EncoderLayer<B>,
+    x: Tensor<B, 3>,
+) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+    let Some(flex) = (layer as &dyn Any).downcast_ref::<EncoderLayer<Flex>>() else {
+        return Err(x);
+    };
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let Some(weights) = Weights::of(flex) else {
+        return Err(x);
+    };
+    // B is Flex: the downcast above has shown it.
+    let x: Tensor<Flex, 3> = cast(x);
+    let [b, s, d] = x.dims();
+    let n = b * s * d;
+    // The residual stream is computed in x's own buffer when nothing else holds it.
+    let mut x = contiguous(x.into_primitive().tensor());
+    if x.try_storage_mut::<f32>().is_none() {
+        let copy = x.storage::<f32>()[..n].to_vec();
+        x = FlexTensor::from_data(TensorData::new(copy, [b, s, d]));
+    }
+    let stream = &mut x
+        .try_storage_mut::<f32>()
+        .expect("a fresh copy is not shared")[..n];
+    with_scratch(|scratch| weights.forward(stream, s, scratch));
+    Ok(cast(Tensor::<Flex, 3>::from_primitive(
+        TensorPrimitive::Float(x),
+    )))
+}
+
+/// Intermediate buffers, kept between calls: a fresh buffer of this size costs a page fault
+/// per 4 KiB on first touch, which was ~10% of a ViT-B layer. Holds the largest layer run so
+/// far: `[B·S, D + 3D + I]` floats (ViT-B/16, batch 32: 155 MB).
+#[derive(Default)]
+struct Scratch {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    mlp: Vec<f32>,
+}
+
+static SCRATCH: Mutex<Option<Scratch>> = Mutex::new(None);
+
+/// Runs `f` with the shared scratch (or a new one while another thread holds it).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let taken = SCRATCH.lock().ok().and_then(|mut s| s.take());
+    let mut scratch = taken.unwrap_or_default();
+    let out = f(&mut scratch);
+    if let Ok(mut s) = SCRATCH.lock() {
+        *s = Some(scratch);
+    }
+    out
+}
+
+/// The first `len` elements of `buf`, grown if needed (contents unspecified).
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() && t.layout().start_offset() == 0 {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// A 2-D f32 weight `[rows, cols]` in whatever strides it is stored with.
+struct Matrix {
+    tensor: FlexTensor,
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl Matrix {
+    fn of(param: &Param<Tensor<Flex, 2>>) -> Option<Self> {
+        let tensor = param.val().into_primitive().tensor();
+        if tensor.dtype() != DType::F32 {
+            return None;
+        }
+        let [rows, cols] = [tensor.layout().shape()[0], tensor.layout().shape()[1]];
+        let strides = tensor.layout().strides();
+        let (row_stride, col_stride) = (strides[0], strides[1]);
+        Some(Self {
+            tensor,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    fn ptr(&self) -> *const f32 {
+        let data = self.tensor.storage::<f32>();
+        // In bounds: the layout's offset points inside the storage.
+        data[self.tensor.layout().start_offset()..].as_ptr()
+    }
+}
+
+/// A contiguous f32 vector.
+struct Vector(FlexTensor);
+
+impl Vector {
+    fn of(param: &Param<Tensor<Flex, 1>>) -> Option<Self> {
+        let t = contiguous(param.val().into_primitive().tensor());
+        (t.dtype() == DType::F32).then_some(Self(t))
+    }
+
+    fn values(&self) -> &[f32] {
+        &self.0.storage::<f32>()[..self.0.layout().num_elements()]
+    }
+}
+
+struct Dense {
+    weight: Matrix,
+    bias: Option<Vector>,
+}
+
+impl Dense {
+    fn of(linear: &Linear<Flex>) -> Option<Self> {
+        let bias = match &linear.bias {
+            Some(b) => Some(Vector::of(b)?),
+            None => None,
+        };
+        Some(Self {
+            weight: Matrix::of(&linear.weight)?,
+            bias,
+        })
+    }
+
+    /// Writes the bias times `scale` into `row` (zeros without a bias).
+    fn fill_bias(&self, row: &mut [f32], scale: f32) {
+        match &self.bias {
+            Some(b) => row
+                .iter_mut()
+                .zip(b.values())
+                .for_each(|(r, b)| *r = b * scale),
+            None => row.fill(0.0),
+        }
+    }
+
+    /// `row += bias` (nothing without a bias).
+    fn add_bias(&self, row: &mut [f32]) {
+        if let Some(b) = &self.bias {
+            row.iter_mut().zip(b.values()).for_each(|(r, b)| *r += b);
+        }
+    }
+
+    /// `out[r, ..cols] (+)= scale · lhs[r, ..] · W` for every row r, where row r of `out`
+    /// starts at `r · out_stride` and `accumulate` keeps what `out` holds.
+    ///
+    /// # Panics
+    /// If the slices are too short for the shapes.
+    fn matmul_into(
+        &self,
+        lhs: &[f32],
+        out: &mut [f32],
+        out_stride: usize,
+        accumulate: bool,
+        scale: f32,
+    ) {
+        let (k, n) = (self.weight.rows, self.weight.cols);
+        let m = lhs.len() / k;
+        assert!(m == 0 || out.len() >= (m - 1) * out_stride + n);
+        // SAFETY: the shapes were checked above; gemm reads lhs [m, k] and the weight in its
+        // own strides, and writes out [m, n] with row stride `out_stride`.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                out_stride as isize,
+                accumulate,
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                self.weight.ptr(),
+                self.weight.col_stride,
+                self.weight.row_stride,
+                1.0,
+                scale,
+                false,
+                false,
+                false,
+                Parallelism::Rayon(0),
+            );
+        }
+    }
+}
+
+struct Norm {
+    gamma: Vector,
+    beta: Option<Vector>,
+    eps: f32,
+}
+
+impl Norm {
+    fn of(ln: &LayerNorm<Flex>, eps: f64) -> Option<Self> {
+        let beta = match &ln.beta {
+            Some(b) => Some(Vector::of(b)?),
+            None => None,
+        };
+        Some(Self {
+            gamma: Vector::of(&ln.gamma)?,
+            beta,
+            eps: eps as f32,
+        })
+    }
+
+    /// `out = (x − mean) / √(var + eps) · γ + β`, biased variance (as torch and burn).
+    fn row(&self, x: &[f32], out: &mut [f32]) {
+        let n = x.len() as f32;
+        let mean = lane_sum(x, |v| v) / n;
+        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+        let inv = 1.0 / (var + self.eps).sqrt();
+        let gamma = self.gamma.values();
+        match &self.beta {
+            Some(beta) => {
+                for (((o, v), g), b) in out.iter_mut().zip(x).zip(gamma).zip(beta.values()) {
+                    *o = (v - mean) * inv * g + b;
+                }
+            }
+            None => {
+                for ((o, v), g) in out.iter_mut().zip(x).zip(gamma) {
+                    *o = (v - mean) * inv * g;
+                }
+            }
+        }
+    }
+}
+
+/// One layer's parameters, borrowed from the module without copying.
+struct Weights {
+    norm_before: Norm,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attn_out: Dense,
+    norm_after: Norm,
+    mlp_in: Dense,
+    mlp_out: Dense,
+    heads: usize,
+}
+
+impl Weights {
+    fn of(layer: &EncoderLayer<Flex>) -> Option<Self> {
+        let eps = layer.layer_norm_eps();
+        let attn = &layer.attention.attention;
+        Some(Self {
+            norm_before: Norm::of(&layer.layernorm_before, eps)?,
+            query: Dense::of(&attn.query)?,
+            key: Dense::of(&attn.key)?,
+            value: Dense::of(&attn.value)?,
+            attn_out: Dense::of(&layer.attention.output.dense)?,
+            norm_after: Norm::of(&layer.layernorm_after, eps)?,
+            mlp_in: Dense::of(&layer.intermediate.dense)?,
+            mlp_out: Dense::of(&layer.output.dense)?,
+            heads: attn.num_heads(),
+        })
+    }
+
+    /// The layer on `stream` = x `[B·S, D]` row-major, in place; `seq` = S rows per image.
+    fn forward(&self, stream: &mut [f32], seq: usize, scratch: &mut Scratch) {
+        let d = self.query.weight.rows;
+        let inner = self.mlp_in.weight.cols;
+        let rows = stream.len() / d;
+        let hd = d / self.heads;
+        let scale = (hd as f32).sqrt().recip();
+        let rows_per_task = (CHUNK / d).max(1);
+        let normed = sized(&mut scratch.normed, rows * d);
+        let qkv = sized(&mut scratch.qkv, rows * 3 * d);
+        let mlp = sized(&mut scratch.mlp, rows * inner);
+
+        // n = LN_before(x); qkv = [b_q/√d | b_k | b_v]; h = x + b_o.
+        normed
+            .par_chunks_mut(rows_per_task * d)
+            .zip(qkv.par_chunks_mut(rows_per_task * 3 * d))
+            .zip(stream.par_chunks_mut(rows_per_task * d))
+            .for_each(|((n, qkv), x)| {
+                for ((n, qkv), x) in n
+                    .chunks_mut(d)
+                    .zip(qkv.chunks_mut(3 * d))
+                    .zip(x.chunks_mut(d))
+                {
+                    self.norm_before.row(x, n);
+                    self.query.fill_bias(&mut qkv[..d], scale);
+                    self.key.fill_bias(&mut qkv[d..2 * d], 1.0);
+                    self.value.fill_bias(&mut qkv[2 * d..], 1.0);
+                    self.attn_out.add_bias(x);
+                }
+            });
+        self.query.matmul_into(normed, qkv, 3 * d, true, scale);
+        self.key
+            .matmul_into(normed, &mut qkv[d..], 3 * d, true, 1.0);
+        self.value
+            .matmul_into(normed, &mut qkv[2 * d..], 3 * d, true, 1.0);
+
+        // h += attention(q, k, v) · W_o (the context reuses `normed`).
+        let context = normed;
+        attention(qkv, context, seq, self.heads, hd);
+        self.attn_out.matmul_into(context, stream, d, true, 1.0);
+
+        // n = LN_after(h); h += b_2; m = GELU(n · W_1 + b_1); h += m · W_2.
+        let normed = context;
+        normed
+            .par_chunks_mut(rows_per_task * d)
+            .zip(stream.par_chunks_mut(rows_per_task * d))
+            .for_each(|(n, h)| {
+                for (n, h) in n.chunks_mut(d).zip(h.chunks_mut(d)) {
+                    self.norm_after.row(h, n);
+                    self.mlp_out.add_bias(h);
+                }
+            });
+        self.mlp_in.matmul_into(normed, mlp, inner, false, 1.0);
+        let zero_bias = vec![0.0f32; inner];
+        let b1 = self
+            .mlp_in
+            .bias
+            .as_ref()
+            .map_or(&zero_bias[..], Vector::values);
+        mlp.par_chunks_mut(rows_per_task * inner).for_each(|rows| {
+            for row in rows.chunks_mut(inner) {
+                for (v, b) in row.iter_mut().zip(b1) {
+                    *v = gelu_f32(*v + b);
+                }
+            }
+        });
+        self.mlp_out.matmul_into(mlp, stream, d, true, 1.0);
+    }
+}
+
+/// A pointer that rayon tasks may share because each writes its own disjoint part.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: see `attention`: tasks write disjoint elements.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `context[b·S + i, h·hd + j] = Σ_t softmax_t(q_i · k_t) · v_t[j]` for every image b and
+/// head h, where row r of `qkv` is `[q (already scaled by 1/√hd) | k | v]` of token r.
+///
+/// # Shapes
+/// - qkv: `[B·S, 3·D]`
+/// - context: `[B·S, D]`
+fn attention(qkv: &[f32], context: &mut [f32], seq: usize, heads: usize, hd: usize) {
+    let d = heads * hd;
+    let images = context.len() / (seq * d);
+    assert!(qkv.len() == 3 * context.len() && images * seq * d == context.len());
+    let out = SharedOut(context.as_mut_ptr());
+    let ld = (3 * d) as isize;
+    (0..images * heads).into_par_iter().for_each_init(
+        || (vec![0.0f32; seq * seq], vec![0.0f32; seq]),
+        |(scores, inv_sums), task| {
+            let (image, head) = (task / heads, task % heads);
+            let first = image * seq * 3 * d + head * hd;
+            let q = qkv[first..].as_ptr();
+            let k = qkv[first + d..].as_ptr();
+            let v = qkv[first + 2 * d..].as_ptr();
+            // SAFETY: q, k, v are `seq` rows of `hd` values, `ld` apart, inside `qkv` (checked
+            // sizes above); the scores scratch is seq×seq; this task writes only the
+            // `hd` columns of its head in the `seq` rows of its image of `context`.
+            unsafe {
+                // scores = Q · Kᵀ: column t of Kᵀ is row t of K.
+                gemm::gemm(
+                    seq,
+                    seq,
+                    hd,
+                    scores.as_mut_ptr(),
+                    1,
+                    seq as isize,
+                    false,
+                    q,
+                    1,
+                    ld,
+                    k,
+                    ld,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+                for (row, inv) in scores.chunks_mut(seq).zip(inv_sums.iter_mut()) {
+                    *inv = exp_shifted_row(row).recip();
+                }
+                let dst = out.get().add(image * seq * d + head * hd);
+                gemm::gemm(
+                    seq,
+                    hd,
+                    seq,
+                    dst,
+                    1,
+                    d as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    seq as isize,
+                    v,
+                    1,
+                    ld,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+                // softmax's 1/Σ on the hd outputs of each row instead of its seq inputs.
+                for (i, inv) in inv_sums.iter().enumerate() {
+                    let row = std::slice::from_raw_parts_mut(dst.add(i * d), hd);
+                    row.iter_mut().for_each(|v| *v *= inv);
+                }
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ViTConfig;
+    use burn::tensor::Distribution;
+
+    /// A layer with uneven sizes (S = 17 tokens, 3 heads of 8, MLP 40) and non-trivial
+    /// biases and norms, so that every bias, scale and stride is exercised.
+    fn layer(qkv_bias: bool) -> EncoderLayer<Flex> {
+        let cfg = ViTConfig {
+            hidden_size: 24,
+            num_hidden_layers: 1,
+            num_attention_heads: 3,
+            intermediate_size: 40,
+            image_size: 16,
+            patch_size: 4,
+            qkv_bias,
+            layer_norm_eps: 1e-6,
+            ..ViTConfig::tiny()
+        };
+        let mut vit = cfg.init::<Flex>(&Default::default());
+        let mut layer = vit.encoder.layer.remove(0);
+        let dev = Default::default();
+        let noise = |shape: [usize; 1]| {
+            Param::from_tensor(Tensor::<Flex, 1>::random(
+                shape,
+                Distribution::Normal(0.5, 0.3),
+                &dev,
+            ))
+        };
+        let rand_bias = |l: &mut Linear<Flex>| {
+            let n = l.weight.dims()[1];
+            if l.bias.is_some() {
+                l.bias = Some(noise([n]));
+            }
+        };
+        rand_bias(&mut layer.attention.attention.query);
+        rand_bias(&mut layer.attention.attention.key);
+        rand_bias(&mut layer.attention.attention.value);
+        rand_bias(&mut layer.attention.output.dense);
+        rand_bias(&mut layer.intermediate.dense);
+        rand_bias(&mut layer.output.dense);
+        for ln in [&mut layer.layernorm_before, &mut layer.layernorm_after] {
+            ln.gamma = noise([24]);
+            ln.beta = Some(noise([24]));
+        }
+        // A transposed weight view (as a loader might leave it) must be read in its strides.
+        let w = layer.intermediate.dense.weight.val();
+        let wt = w.clone().transpose().into_data();
+        let wt = Tensor::<Flex, 2>::from_data(wt, &dev).transpose();
+        layer.intermediate.dense.weight = Param::from_tensor(wt);
+        layer
+    }
+
+    fn max_abs_diff(a: Tensor<Flex, 3>, b: Tensor<Flex, 3>) -> f32 {
+        let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data());
+        let b = b.to_vec::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn matches_the_generic_path() {
+        for qkv_bias in [true, false] {
+            let layer = layer(qkv_bias);
+            let x = Tensor::<Flex, 3>::random(
+                [3, 17, 24],
+                Distribution::Normal(0.0, 1.0),
+                &Default::default(),
+            );
+            let fast = try_forward(&layer, x.clone()).expect("Flex f32 takes the fast path");
+            let generic = layer.forward_generic(x);
+            let diff = max_abs_diff(fast, generic);
+            assert!(diff < 2e-5, "qkv_bias {qkv_bias}: max |diff| = {diff}");
+        }
+    }
+
+    /// A non-contiguous input (a transposed view) gives the same result as its copy.
+    #[test]
+    fn reads_strided_inputs() {
+        let layer = layer(true);
+        let x = Tensor::<Flex, 3>::random(
+            [17, 2, 24],
+            Distribution::Normal(0.0, 1.0),
+            &Default::default(),
+        );
+        let view = x.clone().swap_dims(0, 1);
+        let copy = Tensor::<Flex, 3>::from_data(view.clone().into_data(), &Default::default());
+        let a = try_forward(&layer, view).unwrap();
+        let b = try_forward(&layer, copy).unwrap();
+        assert_eq!(max_abs_diff(a, b), 0.0);
+    }
+
+    /// Other backends take the generic path.
+    #[test]
+    fn other_backends_fall_through() {
+        type Nd = burn::backend::NdArray<f32>;
+        let vit = ViTConfig::tiny().init::<Nd>(&Default::default());
+        let x = Tensor::<Nd, 3>::zeros([1, 5, ViTConfig::tiny().hidden_size], &Default::default());
+        assert!(try_forward(&vit.encoder.layer[0], x).is_err());
+    }
+}
