@@ -33,6 +33,7 @@ type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 type Inner = burn::backend::Flex;
 
 fn main() -> anyhow::Result<()> {
+    fairpo_vit::mimalloc_keep_freed_memory();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .with_writer(std::io::stderr)

@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    fairpo_vit::mimalloc_keep_freed_memory();
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -171,6 +171,7 @@ fn pytorch(o: &Opts) -> Result<Vec<(String, usize, f64)>, String> {
 }
 
 fn main() {
+    fairpo_vit::mimalloc_keep_freed_memory();
     let o = parse_opts();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -90,6 +90,7 @@ impl<Bk: Backend> Layer<Bk> {
 }
 
 fn main() {
+    fairpo_vit::mimalloc_keep_freed_memory();
     let mut batch = 8;
     let mut rounds = 5;
     let mut args = std::env::args().skip(1);
@@ -142,6 +143,14 @@ fn main() {
     .encoder
     .layer
     .remove(0);
+    let vit_layer_ad = fairpo_vit::ViTConfig {
+        num_hidden_layers: 1,
+        ..fairpo_vit::ViTConfig::base_patch16_224()
+    }
+    .init::<AD>(&dev)
+    .encoder
+    .layer
+    .remove(0);
     let layer_b = Layer::<B>::new(&dev);
     let layer_ad = Layer::<AD>::new(&dev);
     let layer_nd = Layer::<NdArray<f32>>::new(&Default::default());
@@ -167,6 +176,12 @@ fn main() {
         (
             "NdArray layer fwd, 2-D linears",
             Box::new(|| sync(layer_nd.forward(x_nd.clone(), true))),
+        ),
+        (
+            "AD layer fwd+bwd, fairpo_vit::EncoderLayer (host kernel)",
+            Box::new(|| {
+                let _ = vit_layer_ad.forward(x_ad.clone()).sum().backward();
+            }),
         ),
         (
             "AD layer fwd+bwd, 3-D linears",

@@ -34,7 +34,10 @@ use rayon::prelude::*;
 use crate::fast::{cast, lane_sum, CHUNK};
 use crate::gelu::gelu_f32;
 use crate::model::EncoderLayer;
-use crate::softmax::exp_shifted_row;
+use crate::softmax::{exp_shifted_row, softmax_row};
+
+mod train;
+pub(crate) use train::try_forward as try_forward_autodiff;
 
 /// Runs `layer` on `x` here when the backend is Flex and everything is f32; otherwise gives
 /// `x` back for the generic path.
@@ -114,8 +117,8 @@ struct Matrix {
     tensor: FlexTensor,
     rows: usize,
     cols: usize,
-    row_stride: isize,
-    col_stride: isize,
+    row_stride: usize,
+    col_stride: usize,
 }
 
 impl Matrix {
@@ -126,7 +129,9 @@ impl Matrix {
         }
         let [rows, cols] = [tensor.layout().shape()[0], tensor.layout().shape()[1]];
         let strides = tensor.layout().strides();
-        let (row_stride, col_stride) = (strides[0], strides[1]);
+        // Negative strides (a flipped view) are not worth supporting here.
+        let row_stride = usize::try_from(strides[0]).ok()?;
+        let col_stride = usize::try_from(strides[1]).ok()?;
         Some(Self {
             tensor,
             rows,
@@ -136,10 +141,12 @@ impl Matrix {
         })
     }
 
-    fn ptr(&self) -> *const f32 {
-        let data = self.tensor.storage::<f32>();
-        // In bounds: the layout's offset points inside the storage.
-        data[self.tensor.layout().start_offset()..].as_ptr()
+    fn view(&self) -> In<'_> {
+        In {
+            data: &self.tensor.storage::<f32>()[self.tensor.layout().start_offset()..],
+            rs: self.row_stride,
+            cs: self.col_stride,
+        }
     }
 }
 
@@ -194,9 +201,6 @@ impl Dense {
 
     /// `out[r, ..cols] (+)= scale · lhs[r, ..] · W` for every row r, where row r of `out`
     /// starts at `r · out_stride` and `accumulate` keeps what `out` holds.
-    ///
-    /// # Panics
-    /// If the slices are too short for the shapes.
     fn matmul_into(
         &self,
         lhs: &[f32],
@@ -207,32 +211,117 @@ impl Dense {
     ) {
         let (k, n) = (self.weight.rows, self.weight.cols);
         let m = lhs.len() / k;
-        assert!(m == 0 || out.len() >= (m - 1) * out_stride + n);
-        // SAFETY: the shapes were checked above; gemm reads lhs [m, k] and the weight in its
-        // own strides, and writes out [m, n] with row stride `out_stride`.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                out_stride as isize,
-                accumulate,
-                lhs.as_ptr(),
-                1,
-                k as isize,
-                self.weight.ptr(),
-                self.weight.col_stride,
-                self.weight.row_stride,
-                1.0,
-                scale,
-                false,
-                false,
-                false,
-                Parallelism::Rayon(0),
-            );
+        let out = Out::new(out, out_stride);
+        gemm_into(
+            m,
+            n,
+            k,
+            out,
+            accumulate,
+            In::rows(lhs, k),
+            self.weight.view(),
+            scale,
+        );
+    }
+}
+
+/// A matrix operand of [`gemm_into`]: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+struct In<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> In<'a> {
+    /// Row-major with `width` values per row.
+    fn rows(data: &'a [f32], width: usize) -> Self {
+        Self {
+            data,
+            rs: width,
+            cs: 1,
         }
+    }
+
+    /// The transpose of `self`.
+    fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Whether an `[m, n]` matrix fits.
+    fn fits(&self, m: usize, n: usize) -> bool {
+        m == 0 || n == 0 || (m - 1) * self.rs + (n - 1) * self.cs < self.data.len()
+    }
+}
+
+/// The destination of [`gemm_into`]: rows `rs` apart, columns contiguous.
+struct Out<'a> {
+    data: &'a mut [f32],
+    rs: usize,
+}
+
+impl<'a> Out<'a> {
+    fn new(data: &'a mut [f32], rs: usize) -> Self {
+        Self { data, rs }
+    }
+}
+
+/// `out[m, n] (+)= scale · a[m, k] · b[k, n]`, keeping what `out` holds when `accumulate`.
+///
+/// # Panics
+/// If an operand is too short for its shape.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    out: Out<'_>,
+    accumulate: bool,
+    a: In<'_>,
+    b: In<'_>,
+    scale: f32,
+) {
+    assert!(
+        a.fits(m, k)
+            && b.fits(k, n)
+            && (m == 0 || n == 0 || (m - 1) * out.rs + n <= out.data.len()),
+        "gemm_into: operand too short for [{m}, {k}] x [{k}, {n}]"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: every index gemm touches is inside its slice (checked above); `out` is a
+    // unique borrow, so it overlaps neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.data.as_mut_ptr(),
+            1,
+            out.rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            if m * n * k >= 1 << 16 {
+                Parallelism::Rayon(0)
+            } else {
+                Parallelism::None
+            },
+        );
     }
 }
 
@@ -257,23 +346,44 @@ impl Norm {
 
     /// `out = (x − mean) / √(var + eps) · γ + β`, biased variance (as torch and burn).
     fn row(&self, x: &[f32], out: &mut [f32]) {
-        let n = x.len() as f32;
-        let mean = lane_sum(x, |v| v) / n;
-        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
-        let inv = 1.0 / (var + self.eps).sqrt();
+        let (mean, rstd) = self.stats(x);
         let gamma = self.gamma.values();
         match &self.beta {
             Some(beta) => {
                 for (((o, v), g), b) in out.iter_mut().zip(x).zip(gamma).zip(beta.values()) {
-                    *o = (v - mean) * inv * g + b;
+                    *o = (v - mean) * rstd * g + b;
                 }
             }
             None => {
                 for ((o, v), g) in out.iter_mut().zip(x).zip(gamma) {
-                    *o = (v - mean) * inv * g;
+                    *o = (v - mean) * rstd * g;
                 }
             }
         }
+    }
+
+    /// [`Norm::row`] that also writes `x̂ = (x − mean)·rstd` and returns rstd, for backward.
+    fn row_saving(&self, x: &[f32], out: &mut [f32], xhat: &mut [f32]) -> f32 {
+        let (mean, rstd) = self.stats(x);
+        for (h, v) in xhat.iter_mut().zip(x) {
+            *h = (v - mean) * rstd;
+        }
+        let gamma = self.gamma.values();
+        for ((o, h), g) in out.iter_mut().zip(xhat.iter()).zip(gamma) {
+            *o = h * g;
+        }
+        if let Some(beta) = &self.beta {
+            out.iter_mut().zip(beta.values()).for_each(|(o, b)| *o += b);
+        }
+        rstd
+    }
+
+    /// `(mean, 1/√(var + eps))` of one row.
+    fn stats(&self, x: &[f32]) -> (f32, f32) {
+        let n = x.len() as f32;
+        let mean = lane_sum(x, |v| v) / n;
+        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+        (mean, 1.0 / (var + self.eps).sqrt())
     }
 }
 
@@ -305,6 +415,54 @@ impl Weights {
             mlp_out: Dense::of(&layer.output.dense)?,
             heads: attn.num_heads(),
         })
+    }
+
+    /// Whether every Linear has a bias and every LayerNorm a β (the training path assumes so).
+    fn has_every_bias(&self) -> bool {
+        let dense = [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attn_out,
+            &self.mlp_in,
+            &self.mlp_out,
+        ];
+        dense.iter().all(|l| l.bias.is_some())
+            && self.norm_before.beta.is_some()
+            && self.norm_after.beta.is_some()
+    }
+
+    /// Shapes of the 16 parameters, in the order of `train::parameter_tensors`.
+    fn parameter_shapes(&self) -> [Vec<usize>; 16] {
+        let d = self.query.weight.rows;
+        let dense = |l: &Dense| {
+            let (r, c) = (l.weight.rows, l.weight.cols);
+            [vec![r, c], vec![c]]
+        };
+        let [wq, bq] = dense(&self.query);
+        let [wk, bk] = dense(&self.key);
+        let [wv, bv] = dense(&self.value);
+        let [wo, bo] = dense(&self.attn_out);
+        let [w1, b1] = dense(&self.mlp_in);
+        let [w2, b2] = dense(&self.mlp_out);
+        [
+            vec![d],
+            vec![d],
+            wq,
+            bq,
+            wk,
+            bk,
+            wv,
+            bv,
+            wo,
+            bo,
+            vec![d],
+            vec![d],
+            w1,
+            b1,
+            w2,
+            b2,
+        ]
     }
 
     /// The layer on `stream` = x `[B·S, D]` row-major, in place; `seq` = S rows per image.
@@ -345,7 +503,7 @@ impl Weights {
 
         // h += attention(q, k, v) · W_o (the context reuses `normed`).
         let context = normed;
-        attention(qkv, context, seq, self.heads, hd);
+        attention(qkv, context, seq, self.heads, hd, None);
         self.attn_out.matmul_into(context, stream, d, true, 1.0);
 
         // n = LN_after(h); h += b_2; m = GELU(n · W_1 + b_1); h += m · W_2.
@@ -390,81 +548,111 @@ impl SharedOut {
     }
 }
 
+/// `dst[m, n] = a[m, k] · b[k, n]` on one thread, rows of `dst` `dst_rs` apart.
+///
+/// # Safety
+/// `dst` must be valid for writes at `i·dst_rs + j` for i < m, j < n, and no other thread may
+/// touch those elements meanwhile.
+unsafe fn gemm_to_ptr(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, a: In, b: In) {
+    assert!(
+        a.fits(m, k) && b.fits(k, n),
+        "gemm_to_ptr: operand too short"
+    );
+    // SAFETY: inputs checked above; `dst` is the caller's promise.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// Where image `image`'s head `head` starts in a `[B·S, width]` buffer.
+fn head_start(image: usize, head: usize, seq: usize, width: usize, hd: usize) -> usize {
+    image * seq * width + head * hd
+}
+
 /// `context[b·S + i, h·hd + j] = Σ_t softmax_t(q_i · k_t) · v_t[j]` for every image b and
 /// head h, where row r of `qkv` is `[q (already scaled by 1/√hd) | k | v]` of token r.
+/// With `probs`, the softmax probabilities of task (b, h) are kept in
+/// `probs[(b·H + h)·S·S ..]` (for the backward pass).
 ///
 /// # Shapes
 /// - qkv: `[B·S, 3·D]`
 /// - context: `[B·S, D]`
-fn attention(qkv: &[f32], context: &mut [f32], seq: usize, heads: usize, hd: usize) {
+/// - probs: `[B·H, S, S]`
+fn attention(
+    qkv: &[f32],
+    context: &mut [f32],
+    seq: usize,
+    heads: usize,
+    hd: usize,
+    probs: Option<&mut [f32]>,
+) {
     let d = heads * hd;
     let images = context.len() / (seq * d);
     assert!(qkv.len() == 3 * context.len() && images * seq * d == context.len());
     let out = SharedOut(context.as_mut_ptr());
-    let ld = (3 * d) as isize;
+    let keep = probs.map(|p| {
+        assert_eq!(p.len(), images * heads * seq * seq);
+        SharedOut(p.as_mut_ptr())
+    });
     (0..images * heads).into_par_iter().for_each_init(
         || (vec![0.0f32; seq * seq], vec![0.0f32; seq]),
-        |(scores, inv_sums), task| {
+        |(scratch, inv_sums), task| {
             let (image, head) = (task / heads, task % heads);
-            let first = image * seq * 3 * d + head * hd;
-            let q = qkv[first..].as_ptr();
-            let k = qkv[first + d..].as_ptr();
-            let v = qkv[first + 2 * d..].as_ptr();
-            // SAFETY: q, k, v are `seq` rows of `hd` values, `ld` apart, inside `qkv` (checked
-            // sizes above); the scores scratch is seq×seq; this task writes only the
-            // `hd` columns of its head in the `seq` rows of its image of `context`.
+            let first = head_start(image, head, seq, 3 * d, hd);
+            let q = In::rows(&qkv[first..], 3 * d);
+            let k = In::rows(&qkv[first + d..], 3 * d);
+            let v = In::rows(&qkv[first + 2 * d..], 3 * d);
+            let scores: &mut [f32] = match keep {
+                // SAFETY: task `task` alone uses this S×S block of `probs`.
+                Some(p) => unsafe {
+                    std::slice::from_raw_parts_mut(p.get().add(task * seq * seq), seq * seq)
+                },
+                None => scratch,
+            };
+            // SAFETY: this task writes only the `hd` columns of its head in the `seq` rows of
+            // its image of `context`.
             unsafe {
-                // scores = Q · Kᵀ: column t of Kᵀ is row t of K.
-                gemm::gemm(
-                    seq,
-                    seq,
-                    hd,
-                    scores.as_mut_ptr(),
-                    1,
-                    seq as isize,
-                    false,
-                    q,
-                    1,
-                    ld,
-                    k,
-                    ld,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
+                // scores = Q · Kᵀ
+                gemm_to_ptr(seq, seq, hd, scores.as_mut_ptr(), seq, q, k.t());
+            }
+            if keep.is_some() {
+                scores.chunks_mut(seq).for_each(softmax_row);
+            } else {
                 for (row, inv) in scores.chunks_mut(seq).zip(inv_sums.iter_mut()) {
                     *inv = exp_shifted_row(row).recip();
                 }
-                let dst = out.get().add(image * seq * d + head * hd);
-                gemm::gemm(
-                    seq,
-                    hd,
-                    seq,
-                    dst,
-                    1,
-                    d as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    seq as isize,
-                    v,
-                    1,
-                    ld,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-                // softmax's 1/Σ on the hd outputs of each row instead of its seq inputs.
-                for (i, inv) in inv_sums.iter().enumerate() {
-                    let row = std::slice::from_raw_parts_mut(dst.add(i * d), hd);
-                    row.iter_mut().for_each(|v| *v *= inv);
+            }
+            let dst_start = head_start(image, head, seq, d, hd);
+            // SAFETY: as above.
+            unsafe {
+                let dst = out.get().add(dst_start);
+                gemm_to_ptr(seq, hd, seq, dst, d, In::rows(scores, seq), v);
+                if keep.is_none() {
+                    // softmax's 1/Σ on the hd outputs of each row instead of its seq inputs.
+                    for (i, inv) in inv_sums.iter().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(dst.add(i * d), hd);
+                        row.iter_mut().for_each(|v| *v *= inv);
+                    }
                 }
             }
         },
@@ -479,7 +667,7 @@ mod tests {
 
     /// A layer with uneven sizes (S = 17 tokens, 3 heads of 8, MLP 40) and non-trivial
     /// biases and norms, so that every bias, scale and stride is exercised.
-    fn layer(qkv_bias: bool) -> EncoderLayer<Flex> {
+    pub(super) fn layer<B: Backend>(qkv_bias: bool) -> EncoderLayer<B> {
         let cfg = ViTConfig {
             hidden_size: 24,
             num_hidden_layers: 1,
@@ -491,17 +679,17 @@ mod tests {
             layer_norm_eps: 1e-6,
             ..ViTConfig::tiny()
         };
-        let mut vit = cfg.init::<Flex>(&Default::default());
+        let mut vit = cfg.init::<B>(&Default::default());
         let mut layer = vit.encoder.layer.remove(0);
         let dev = Default::default();
         let noise = |shape: [usize; 1]| {
-            Param::from_tensor(Tensor::<Flex, 1>::random(
+            Param::from_tensor(Tensor::<B, 1>::random(
                 shape,
                 Distribution::Normal(0.5, 0.3),
                 &dev,
             ))
         };
-        let rand_bias = |l: &mut Linear<Flex>| {
+        let rand_bias = |l: &mut Linear<B>| {
             let n = l.weight.dims()[1];
             if l.bias.is_some() {
                 l.bias = Some(noise([n]));
@@ -520,7 +708,7 @@ mod tests {
         // A transposed weight view (as a loader might leave it) must be read in its strides.
         let w = layer.intermediate.dense.weight.val();
         let wt = w.clone().transpose().into_data();
-        let wt = Tensor::<Flex, 2>::from_data(wt, &dev).transpose();
+        let wt = Tensor::<B, 2>::from_data(wt, &dev).transpose();
         layer.intermediate.dense.weight = Param::from_tensor(wt);
         layer
     }
@@ -538,7 +726,7 @@ mod tests {
     #[test]
     fn matches_the_generic_path() {
         for qkv_bias in [true, false] {
-            let layer = layer(qkv_bias);
+            let layer = layer::<Flex>(qkv_bias);
             let x = Tensor::<Flex, 3>::random(
                 [3, 17, 24],
                 Distribution::Normal(0.0, 1.0),
@@ -554,7 +742,7 @@ mod tests {
     /// A non-contiguous input (a transposed view) gives the same result as its copy.
     #[test]
     fn reads_strided_inputs() {
-        let layer = layer(true);
+        let layer = layer::<Flex>(true);
         let x = Tensor::<Flex, 3>::random(
             [17, 2, 24],
             Distribution::Normal(0.0, 1.0),
@@ -565,6 +753,58 @@ mod tests {
         let a = try_forward(&layer, view).unwrap();
         let b = try_forward(&layer, copy).unwrap();
         assert_eq!(max_abs_diff(a, b), 0.0);
+    }
+
+    /// `forward_cls` (the CLS-only last layer) is the CLS row of the full layer, on Flex
+    /// and on NdArray, and so are its gradients under autodiff.
+    #[test]
+    fn cls_only_layer_matches_the_full_layer() {
+        use crate::model::cls;
+        let dev = Default::default();
+        let x = Tensor::<Flex, 3>::random([3, 17, 24], Distribution::Normal(0.0, 1.0), &dev);
+        let flex = layer::<Flex>(true);
+        let diff = max_abs_diff(
+            flex.forward_cls(x.clone()).unsqueeze_dim(1),
+            cls(flex.forward(x.clone())).unsqueeze_dim(1),
+        );
+        assert!(diff < 2e-5, "Flex: {diff}");
+
+        type Nd = burn::backend::NdArray<f32>;
+        let nd = layer::<Nd>(false);
+        let xn = Tensor::<Nd, 3>::from_data(x.clone().into_data(), &Default::default());
+        let a = nd
+            .forward_cls(xn.clone())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let b = cls(nd.forward(xn)).into_data().to_vec::<f32>().unwrap();
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 2e-5, "NdArray: {diff}");
+
+        type Ad = burn::backend::Autodiff<Flex>;
+        let ad = layer::<Ad>(true);
+        let grads_of = |y: Tensor<Ad, 2>| {
+            let g = y.sin().sum().backward();
+            let w = ad.intermediate.dense.weight.grad(&g).unwrap();
+            let q = ad.attention.attention.query.weight.grad(&g).unwrap();
+            (
+                w.into_data().to_vec::<f32>().unwrap(),
+                q.into_data().to_vec::<f32>().unwrap(),
+            )
+        };
+        let xa = Tensor::<Ad, 3>::from_inner(x);
+        let (w1, q1) = grads_of(ad.forward_cls(xa.clone()));
+        let (w2, q2) = grads_of(cls(ad.forward(xa)));
+        for (a, b) in [(w1, w2), (q1, q2)] {
+            let diff = a
+                .iter()
+                .zip(&b)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff < 2e-5, "Autodiff: {diff}");
+        }
     }
 
     /// Other backends take the generic path.

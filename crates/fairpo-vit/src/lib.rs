@@ -18,6 +18,7 @@
 //! Parity with `transformers` is tested against fixtures made by
 //! `scripts/fixtures/vit_reference.py` (tests/parity.rs).
 
+mod alloc;
 mod config;
 mod error;
 mod fast;
@@ -27,6 +28,7 @@ mod model;
 mod softmax;
 mod weights;
 
+pub use alloc::mimalloc_keep_freed_memory;
 pub use config::{ImageSize, ModelDir, PreprocessorConfig, ViTConfig};
 pub use error::VitError;
 pub use gelu::{gelu, gelu_derivative_f32, gelu_f32, gelu_in_place};

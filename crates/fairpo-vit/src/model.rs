@@ -150,13 +150,25 @@ impl<B: Backend> SelfAttention<B> {
     /// - x: `[B, S, D]`
     /// - output: `[B, S, D]` (heads concatenated, before the output projection)
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_queries(x.clone(), x)
+    }
+
+    /// Attention of the tokens `queries` over all tokens `x` (its keys and values): the rows
+    /// of [`SelfAttention::forward`] for a subset of the tokens, computing only those rows.
+    ///
+    /// # Shapes
+    /// - queries: `[B, Q, D]` (LayerNorm'd, as `x`)
+    /// - x: `[B, S, D]`
+    /// - output: `[B, Q, D]`
+    pub fn forward_queries(&self, queries: Tensor<B, 3>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d] = x.dims();
+        let nq = queries.dims()[1];
         let h = self.num_heads;
         let hd = d / h;
-        let split = |t: Tensor<B, 3>| t.reshape([b, s, h, hd]).swap_dims(1, 2);
-        let q = split(linear_rows(&self.query, x.clone()));
-        let k = split(linear_rows(&self.key, x.clone()));
-        let v = split(linear_rows(&self.value, x));
+        let split = |t: Tensor<B, 3>, n: usize| t.reshape([b, n, h, hd]).swap_dims(1, 2);
+        let q = split(linear_rows(&self.query, queries), nq);
+        let k = split(linear_rows(&self.key, x.clone()), s);
+        let v = split(linear_rows(&self.value, x), s);
         let ctx = match self.kind {
             AttentionKind::Fused => {
                 attention(q, k, v, None, None, AttentionModuleOptions::default())
@@ -167,7 +179,7 @@ impl<B: Backend> SelfAttention<B> {
                 softmax_last(scores).matmul(v)
             }
         };
-        ctx.swap_dims(1, 2).reshape([b, s, d])
+        ctx.swap_dims(1, 2).reshape([b, nq, d])
     }
 }
 
@@ -221,21 +233,48 @@ pub struct EncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> EncoderLayer<B> {
-    /// On Flex f32 outside autodiff this runs the host kernel of [`crate::flex_layer`]
-    /// (same maths, fewer passes and allocations); elsewhere, burn's ops.
+    /// On Flex f32 (plain or under `Autodiff`) this runs the host kernel of
+    /// `flex_layer.rs` (same maths, fewer passes and allocations; under autodiff one node with
+    /// a hand-written backward); elsewhere, burn's ops.
     ///
     /// # Shapes
     /// - x: `[B, S, D]`
     /// - output: `[B, S, D]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         if self.attention.attention.kind == AttentionKind::Matmul {
-            match crate::flex_layer::try_forward(self, x) {
+            let x = match crate::flex_layer::try_forward(self, x) {
+                Ok(y) => return y,
+                Err(x) => x,
+            };
+            match crate::flex_layer::try_forward_autodiff(self, x) {
                 Ok(y) => y,
                 Err(x) => self.forward_generic(x),
             }
         } else {
             self.forward_generic(x)
         }
+    }
+
+    /// The CLS row of [`EncoderLayer::forward`], computing only what it depends on: keys
+    /// and values of every token, but the query, output projection and MLP of the CLS token
+    /// alone (about a sixth of the layer's work for ViT-B/16). Used for the last layer
+    /// wherever only the CLS vector is wanted.
+    ///
+    /// # Shapes
+    /// - x: `[B, S, D]`
+    /// - output: `[B, D]`
+    pub fn forward_cls(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [b, _, d] = x.dims();
+        let n = self.layernorm_before.forward(x.clone());
+        let n_cls = n.clone().slice([0..b, 0..1, 0..d]);
+        let a = self.attention.attention.forward_queries(n_cls, n);
+        let h = cls(x) + self.attention.output.dense.forward(a.reshape([b, d]));
+        let m = gelu(
+            self.intermediate
+                .dense
+                .forward(self.layernorm_after.forward(h.clone())),
+        );
+        h + self.output.dense.forward(m)
     }
 
     /// Epsilon of the two LayerNorms.
@@ -267,11 +306,24 @@ fn forward_layers<B: Backend>(layers: &[EncoderLayer<B>], x: Tensor<B, 3>) -> Te
     layers.iter().fold(x, |x, l| l.forward(x))
 }
 
+/// The CLS vector after running `x` through `layers` (the last one CLS-only, see
+/// [`EncoderLayer::forward_cls`]); `x`'s CLS when there are no layers.
+///
+/// # Shapes
+/// - x: `[B, S, D]`
+/// - output: `[B, D]`
+fn forward_layers_cls<B: Backend>(layers: &[EncoderLayer<B>], x: Tensor<B, 3>) -> Tensor<B, 2> {
+    match layers.split_last() {
+        Some((last, rest)) => last.forward_cls(forward_layers(rest, x)),
+        None => cls(x),
+    }
+}
+
 /// Applies the final LayerNorm when this half of a split model holds it.
-fn forward_norm_if_held<B: Backend>(
+fn forward_norm_if_held<B: Backend, const D: usize>(
     layernorm: &Option<LayerNorm<B>>,
-    x: Tensor<B, 3>,
-) -> Tensor<B, 3> {
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
     match layernorm {
         Some(ln) => ln.forward(x),
         None => x,
@@ -441,8 +493,9 @@ impl<B: Backend> ViT<B> {
     /// - pixels: `[B, C, H, W]`, H = W = `image_size`, normalised as the model expects
     /// - output: `[B, D]`
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = forward_layers(&self.encoder.layer, self.embed(pixels));
-        cls(self.layernorm.forward(x))
+        // LayerNorm is per token, so normalising the CLS row alone is the same.
+        let x = forward_layers_cls(&self.encoder.layer, self.embed(pixels));
+        self.layernorm.forward(x)
     }
 
     /// CLS token after the first `n` encoder layers, before the final LayerNorm
@@ -461,7 +514,7 @@ impl<B: Backend> ViT<B> {
             "layer {n} > number of layers {}",
             self.num_layers()
         );
-        cls(forward_layers(&self.encoder.layer[..n], self.embed(pixels)))
+        forward_layers_cls(&self.encoder.layer[..n], self.embed(pixels))
     }
 
     /// Every hidden state, as HF `ViTModel(..., output_hidden_states=True)`.
@@ -648,8 +701,8 @@ impl<B: Backend> ViTTail<B> {
             Some(emb) => emb.forward(hidden),
             None => hidden,
         };
-        let x = forward_layers(&self.layers, x);
-        cls(forward_norm_if_held(&self.layernorm, x))
+        // LayerNorm is per token, so normalising the CLS row alone is the same.
+        forward_norm_if_held(&self.layernorm, forward_layers_cls(&self.layers, x))
     }
 
     /// Number of encoder layers in the tail (k).

@@ -263,8 +263,10 @@ fn checkpoint_round_trip_preserves_outputs() {
         .fold(0.0f32, f32::max);
     assert!(diff > 1e-2, "fresh model should differ, max diff {diff}");
     let restored = fairpo_vit::load_checkpoint(fresh, &path, &dev).unwrap();
+    // Not bit-exact: the HF loader leaves Linear weights as transposed views and the restored
+    // ones are contiguous, and gemm may sum the two layouts in a different order (~1e-7).
     restored
         .forward(x)
         .into_data()
-        .assert_approx_eq::<f32>(&want, Tolerance::absolute(0.0));
+        .assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
 }
