@@ -442,7 +442,11 @@ fn column_sums(x: &[f32], width: usize, first: usize, cols: usize) -> Vec<f32> {
             }
             acc
         })
-        .reduce(|| vec![0.0f32; cols], add)
+        // Collected and summed in order, not `reduce`d: rayon's reduction tree depends on
+        // scheduling, and a resumed run must repeat an uninterrupted one bit for bit.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0f32; cols], add)
 }
 
 /// `(∂L/∂γ, ∂L/∂β) = (Σ_r dn ⊙ x̂, Σ_r dn)` of a LayerNorm `n = x̂·γ + β`.
@@ -465,7 +469,10 @@ fn norm_param_grads(dn: &[f32], xhat: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) 
             }
             (dg, db)
         })
-        .reduce(|| (vec![0.0f32; d], vec![0.0f32; d]), add)
+        // In order, as in `column_sums`.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold((vec![0.0f32; d], vec![0.0f32; d]), add)
 }
 
 /// `dx += rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))` per row, `g = dn ⊙ γ`: the input
