@@ -159,6 +159,14 @@ impl Vector {
         (t.dtype() == DType::F32).then_some(Self(t))
     }
 
+    /// `Some(None)` for an absent parameter, `None` for one that is not f32.
+    fn of_optional(param: Option<&Param<Tensor<Flex, 1>>>) -> Option<Option<Self>> {
+        match param {
+            Some(p) => Self::of(p).map(Some),
+            None => Some(None),
+        }
+    }
+
     fn values(&self) -> &[f32] {
         &self.0.storage::<f32>()[..self.0.layout().num_elements()]
     }
@@ -171,13 +179,9 @@ struct Dense {
 
 impl Dense {
     fn of(linear: &Linear<Flex>) -> Option<Self> {
-        let bias = match &linear.bias {
-            Some(b) => Some(Vector::of(b)?),
-            None => None,
-        };
         Some(Self {
             weight: Matrix::of(&linear.weight)?,
-            bias,
+            bias: Vector::of_optional(linear.bias.as_ref())?,
         })
     }
 
@@ -333,13 +337,9 @@ struct Norm {
 
 impl Norm {
     fn of(ln: &LayerNorm<Flex>, eps: f64) -> Option<Self> {
-        let beta = match &ln.beta {
-            Some(b) => Some(Vector::of(b)?),
-            None => None,
-        };
         Some(Self {
             gamma: Vector::of(&ln.gamma)?,
-            beta,
+            beta: Vector::of_optional(ln.beta.as_ref())?,
             eps: eps as f32,
         })
     }
@@ -430,39 +430,6 @@ impl Weights {
         dense.iter().all(|l| l.bias.is_some())
             && self.norm_before.beta.is_some()
             && self.norm_after.beta.is_some()
-    }
-
-    /// Shapes of the 16 parameters, in the order of `train::parameter_tensors`.
-    fn parameter_shapes(&self) -> [Vec<usize>; 16] {
-        let d = self.query.weight.rows;
-        let dense = |l: &Dense| {
-            let (r, c) = (l.weight.rows, l.weight.cols);
-            [vec![r, c], vec![c]]
-        };
-        let [wq, bq] = dense(&self.query);
-        let [wk, bk] = dense(&self.key);
-        let [wv, bv] = dense(&self.value);
-        let [wo, bo] = dense(&self.attn_out);
-        let [w1, b1] = dense(&self.mlp_in);
-        let [w2, b2] = dense(&self.mlp_out);
-        [
-            vec![d],
-            vec![d],
-            wq,
-            bq,
-            wk,
-            bk,
-            wv,
-            bv,
-            wo,
-            bo,
-            vec![d],
-            vec![d],
-            w1,
-            b1,
-            w2,
-            b2,
-        ]
     }
 
     /// The layer on `stream` = x `[B·S, D]` row-major, in place; `seq` = S rows per image.

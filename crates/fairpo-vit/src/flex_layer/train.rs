@@ -21,7 +21,7 @@ use burn::module::{AutodiffModule, Param};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -68,7 +68,8 @@ pub(crate) fn try_forward<B: Backend>(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (y, saved) = forward_saving(weights, input, s);
+            let shapes = params.map(|p| p.primitive.shape());
+            let (y, saved) = forward_saving(weights, shapes, input, s);
             prep.finish(Arc::new(saved), to_tensor(y, [b, s, d]))
         }
         OpsKind::UnTracked(prep) => {
@@ -128,6 +129,8 @@ fn to_tensor<const N: usize>(values: Vec<f32>, shape: [usize; N]) -> FlexTensor 
 /// What the backward pass needs from the forward.
 struct Saved {
     weights: Weights,
+    /// Shapes of the 16 parameters, for their gradients.
+    shapes: [Shape; 16],
     seq: usize,
     /// LN_before output, its x̂ and 1/σ per row.
     n1: Vec<f32>,
@@ -158,7 +161,7 @@ impl fmt::Debug for Saved {
 }
 
 /// The forward of [`Weights::forward`], keeping its intermediates.
-fn forward_saving(w: Weights, x: &[f32], seq: usize) -> (Vec<f32>, Saved) {
+fn forward_saving(w: Weights, shapes: [Shape; 16], x: &[f32], seq: usize) -> (Vec<f32>, Saved) {
     let d = w.query.weight.rows;
     let inner = w.mlp_in.weight.cols;
     let rows = x.len() / d;
@@ -232,6 +235,7 @@ fn forward_saving(w: Weights, x: &[f32], seq: usize) -> (Vec<f32>, Saved) {
     w.mlp_out.matmul_into(&act, &mut y, d, true, 1.0);
     let saved = Saved {
         weights: w,
+        shapes,
         seq,
         n1,
         xhat1,
@@ -520,14 +524,9 @@ impl Backward<Flex, 17> for LayerBackward {
         if let (Some(node), Some(dx)) = (node_x, g.input) {
             grads.register::<Flex>(node.id, to_tensor(dx, [rows / saved.seq, saved.seq, d]));
         }
-        let shapes = saved.weights.parameter_shapes();
-        for ((node, grad), shape) in param_nodes.into_iter().zip(g.params).zip(shapes) {
+        for ((node, grad), shape) in param_nodes.into_iter().zip(g.params).zip(&saved.shapes) {
             if let Some(node) = node {
-                let grad = match *shape.as_slice() {
-                    [n] => to_tensor(grad, [n]),
-                    [r, c] => to_tensor(grad, [r, c]),
-                    _ => unreachable!("parameters are vectors or matrices"),
-                };
+                let grad = FlexTensor::from_data(TensorData::new(grad, shape.clone()));
                 grads.register::<Flex>(node.id, grad);
             }
         }
