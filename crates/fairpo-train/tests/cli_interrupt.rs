@@ -39,7 +39,8 @@ fn sigint_saves_a_checkpoint_and_resume_continues_from_it() {
         dir,
     );
     assert!(gen.status.success(), "{gen:?}");
-    // Far more epochs than the test waits for: only the signal ends this run.
+    // Far more epochs than the test waits for and no early stopping (this tiny run otherwise
+    // stops itself within ~0.1 s, before the signal arrives): only the signal ends this run.
     let config = dir.join("long.toml");
     std::fs::write(
         &config,
@@ -64,6 +65,7 @@ image_size = 16
 method = "bce"
 [train]
 epochs = 100000
+patience = 0
 batch_size = 16
 workers = 1
 cache_dir = "cache"
