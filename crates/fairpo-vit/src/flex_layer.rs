@@ -1,7 +1,10 @@
-//! One encoder layer on burn-flex f32 tensors outside autodiff, as host loops around gemm.
+//! One encoder layer on burn-flex f32 tensors, as host loops around gemm.
 //!
-//! This is the frozen trunk's path (every layer in `fairpo features` and in evaluation, all but
-//! the last k while training). burn's op-by-op form of a layer makes a dozen passes over
+//! Outside autodiff (this file) it is the frozen trunk's path: every layer in `fairpo features`
+//! and in evaluation, all but the last k while training. Under `Autodiff<Flex>` the trainable
+//! layers run the same forward with a hand-written backward (`flex_layer/train.rs`). A last
+//! layer of which only the CLS row is used runs `EncoderLayer::forward_cls` (burn's ops, on one
+//! row). burn's op-by-op form of a layer makes a dozen passes over
 //! `[B·S, ·]` buffers, allocates every intermediate, and runs attention as batched matmuls over
 //! a `[B, H, S, S]` score tensor that does not fit in cache. Here the maths is the same but:
 //! - biases are pre-filled into the gemm destination and the gemm accumulates onto them, and
