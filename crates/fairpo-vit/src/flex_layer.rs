@@ -293,24 +293,58 @@ fn gemm_into(
     scale: f32,
 ) {
     assert!(
-        a.fits(m, k)
-            && b.fits(k, n)
-            && (m == 0 || n == 0 || (m - 1) * out.rs + n <= out.data.len()),
-        "gemm_into: operand too short for [{m}, {k}] x [{k}, {n}]"
+        m == 0 || n == 0 || (m - 1) * out.rs + n <= out.data.len(),
+        "gemm_into: destination too short for [{m}, {n}]"
     );
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: every index gemm touches is inside its slice (checked above); `out` is a
-    // unique borrow, so it overlaps neither input.
+    let parallelism = if m * n * k >= 1 << 16 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    let dst = out.data.as_mut_ptr();
+    // SAFETY: `out` holds every element written (checked above) and is a unique borrow, so it
+    // overlaps neither input and no other thread touches it.
+    unsafe { gemm_raw(m, n, k, dst, out.rs, accumulate, a, b, scale, parallelism) };
+}
+
+/// `dst[m, n] (+)= scale · a[m, k] · b[k, n]`, rows of `dst` `dst_rs` apart: the one call
+/// into gemm, for [`gemm_into`] and [`gemm_to_ptr`].
+///
+/// # Safety
+/// `dst` must be valid for reads and writes at `i·dst_rs + j` for i < m, j < n, and no other
+/// thread may touch those elements meanwhile.
+///
+/// # Panics
+/// If an input is too short for its shape.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: In<'_>,
+    b: In<'_>,
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    assert!(
+        a.fits(m, k) && b.fits(k, n),
+        "gemm: operand too short for [{m}, {k}] x [{k}, {n}]"
+    );
+    // SAFETY: the inputs were checked above; `dst` is the caller's promise.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.data.as_mut_ptr(),
+            dst,
             1,
-            out.rs as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -323,11 +357,7 @@ fn gemm_into(
             false,
             false,
             false,
-            if m * n * k >= 1 << 16 {
-                Parallelism::Rayon(0)
-            } else {
-                Parallelism::None
-            },
+            parallelism,
         );
     }
 }
@@ -524,34 +554,8 @@ impl SharedOut {
 /// `dst` must be valid for writes at `i·dst_rs + j` for i < m, j < n, and no other thread may
 /// touch those elements meanwhile.
 unsafe fn gemm_to_ptr(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, a: In, b: In) {
-    assert!(
-        a.fits(m, k) && b.fits(k, n),
-        "gemm_to_ptr: operand too short"
-    );
-    // SAFETY: inputs checked above; `dst` is the caller's promise.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+    // SAFETY: the caller's promise, passed on.
+    unsafe { gemm_raw(m, n, k, dst, dst_rs, false, a, b, 1.0, Parallelism::None) };
 }
 
 /// Where image `image`'s head `head` starts in a `[B·S, width]` buffer.
