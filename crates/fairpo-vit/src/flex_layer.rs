@@ -230,6 +230,24 @@ impl Dense {
             scale,
         );
     }
+
+    /// `out (+)= scale · g · Wᵀ` `[rows, in]`: the input gradient of `y = x·W` from
+    /// `g = ∂L/∂y` `[rows, out]` in any strides.
+    fn input_grad(&self, g: In<'_>, out: &mut [f32], accumulate: bool, scale: f32) {
+        let (d_in, d_out) = (self.weight.rows, self.weight.cols);
+        let rows = out.len() / d_in;
+        let out = Out::new(out, d_in);
+        gemm_into(
+            rows,
+            d_in,
+            d_out,
+            out,
+            accumulate,
+            g,
+            self.weight.view().t(),
+            scale,
+        );
+    }
 }
 
 /// A matrix operand of [`gemm_into`]: element (i, j) is `data[i·rs + j·cs]`.
@@ -465,6 +483,26 @@ impl Weights {
             && self.norm_after.beta.is_some()
     }
 
+    /// One token's biases, before the projections accumulate onto them:
+    /// `qkv := [b_q/√hd | b_k | b_v]` and `x += b_o` (x becomes the residual stream h).
+    fn fill_biases(&self, qkv: &mut [f32], x: &mut [f32], scale: f32) {
+        let d = x.len();
+        self.query.fill_bias(&mut qkv[..d], scale);
+        self.key.fill_bias(&mut qkv[d..2 * d], 1.0);
+        self.value.fill_bias(&mut qkv[2 * d..], 1.0);
+        self.attn_out.add_bias(x);
+    }
+
+    /// `qkv += n · [W_q/√hd | W_k | W_v]` for every token.
+    fn project_qkv(&self, normed: &[f32], qkv: &mut [f32], scale: f32) {
+        let d = self.query.weight.rows;
+        self.query.matmul_into(normed, qkv, 3 * d, true, scale);
+        self.key
+            .matmul_into(normed, &mut qkv[d..], 3 * d, true, 1.0);
+        self.value
+            .matmul_into(normed, &mut qkv[2 * d..], 3 * d, true, 1.0);
+    }
+
     /// The layer on `stream` = x `[B·S, D]` row-major, in place; `seq` = S rows per image.
     fn forward(&self, stream: &mut [f32], seq: usize, scratch: &mut Scratch) {
         let d = self.query.weight.rows;
@@ -489,17 +527,10 @@ impl Weights {
                     .zip(x.chunks_mut(d))
                 {
                     self.norm_before.row(x, n);
-                    self.query.fill_bias(&mut qkv[..d], scale);
-                    self.key.fill_bias(&mut qkv[d..2 * d], 1.0);
-                    self.value.fill_bias(&mut qkv[2 * d..], 1.0);
-                    self.attn_out.add_bias(x);
+                    self.fill_biases(qkv, x, scale);
                 }
             });
-        self.query.matmul_into(normed, qkv, 3 * d, true, scale);
-        self.key
-            .matmul_into(normed, &mut qkv[d..], 3 * d, true, 1.0);
-        self.value
-            .matmul_into(normed, &mut qkv[2 * d..], 3 * d, true, 1.0);
+        self.project_qkv(normed, qkv, scale);
 
         // h += attention(q, k, v) · W_o (the context reuses `normed`).
         let context = normed;
@@ -518,17 +549,10 @@ impl Weights {
                 }
             });
         self.mlp_in.matmul_into(normed, mlp, inner, false, 1.0);
-        let zero_bias = vec![0.0f32; inner];
-        let b1 = self
-            .mlp_in
-            .bias
-            .as_ref()
-            .map_or(&zero_bias[..], Vector::values);
         mlp.par_chunks_mut(rows_per_task * inner).for_each(|rows| {
             for row in rows.chunks_mut(inner) {
-                for (v, b) in row.iter_mut().zip(b1) {
-                    *v = gelu_f32(*v + b);
-                }
+                self.mlp_in.add_bias(row);
+                row.iter_mut().for_each(|v| *v = gelu_f32(*v));
             }
         });
         self.mlp_out.matmul_into(mlp, stream, d, true, 1.0);

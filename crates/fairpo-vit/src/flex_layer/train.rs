@@ -186,16 +186,10 @@ fn forward_saving(w: Weights, shapes: [Shape; 16], x: &[f32], seq: usize) -> (Ve
                 .zip(y.chunks_mut(d))
             {
                 *rs = w.norm_before.row_saving(y, n, xh);
-                w.query.fill_bias(&mut qkv[..d], scale);
-                w.key.fill_bias(&mut qkv[d..2 * d], 1.0);
-                w.value.fill_bias(&mut qkv[2 * d..], 1.0);
-                w.attn_out.add_bias(y);
+                w.fill_biases(qkv, y, scale);
             }
         });
-    w.query.matmul_into(&n1, &mut qkv, 3 * d, true, scale);
-    w.key.matmul_into(&n1, &mut qkv[d..], 3 * d, true, 1.0);
-    w.value
-        .matmul_into(&n1, &mut qkv[2 * d..], 3 * d, true, 1.0);
+    w.project_qkv(&n1, &mut qkv, scale);
 
     let images = rows / seq;
     let mut probs = zeros(images * w.heads * seq * seq);
@@ -274,16 +268,7 @@ impl Saved {
         let dw2 = weight_grad(&self.act, inner, In::rows(dy, d), d, 1.0);
         let db2 = column_sums(dy, d, 0, d);
         let mut dpre = vec![0.0f32; rows * inner];
-        gemm_into(
-            rows,
-            inner,
-            d,
-            Out::new(&mut dpre, inner),
-            false,
-            In::rows(dy, d),
-            w.mlp_out.weight.view().t(),
-            1.0,
-        );
+        w.mlp_out.input_grad(In::rows(dy, d), &mut dpre, false, 1.0);
         // act = GELU(pre), pre = n2·W1 + b1.
         dpre.par_chunks_mut(per_task * inner)
             .zip(self.pre.par_chunks(per_task * inner))
@@ -295,16 +280,8 @@ impl Saved {
         let dw1 = weight_grad(&self.n2, d, In::rows(&dpre, inner), inner, 1.0);
         let db1 = column_sums(&dpre, inner, 0, inner);
         let mut dn2 = vec![0.0f32; rows * d];
-        gemm_into(
-            rows,
-            d,
-            inner,
-            Out::new(&mut dn2, d),
-            false,
-            In::rows(&dpre, inner),
-            w.mlp_in.weight.view().t(),
-            1.0,
-        );
+        w.mlp_in
+            .input_grad(In::rows(&dpre, inner), &mut dn2, false, 1.0);
         drop(dpre);
         // n2 = LN_after(h); the residual passes dy on to h.
         let (dgamma2, dbeta2) = norm_param_grads(&dn2, &self.xhat2, d);
@@ -315,16 +292,8 @@ impl Saved {
         let dwo = weight_grad(&self.context, d, In::rows(&dh, d), d, 1.0);
         let dbo = column_sums(&dh, d, 0, d);
         let mut dcontext = dn2;
-        gemm_into(
-            rows,
-            d,
-            d,
-            Out::new(&mut dcontext, d),
-            false,
-            In::rows(&dh, d),
-            w.attn_out.weight.view().t(),
-            1.0,
-        );
+        w.attn_out
+            .input_grad(In::rows(&dh, d), &mut dcontext, false, 1.0);
         let dqkv = self.attention_backward(&dcontext, hd);
 
         // [q/√hd | k | v] = n1·[Wq/√hd | Wk | Wv] + [bq/√hd | bk | bv].
@@ -342,16 +311,7 @@ impl Saved {
         let dbv = column_sums(&dqkv, 3 * d, 2 * d, d);
         let mut dn1 = dcontext;
         for (c, dense, s) in [(0, &w.query, scale), (1, &w.key, 1.0), (2, &w.value, 1.0)] {
-            gemm_into(
-                rows,
-                d,
-                d,
-                Out::new(&mut dn1, d),
-                c > 0,
-                part(c),
-                dense.weight.view().t(),
-                s,
-            );
+            dense.input_grad(part(c), &mut dn1, c > 0, s);
         }
         let (dgamma1, dbeta1) = norm_param_grads(&dn1, &self.xhat1, d);
         let input = want_input.then(|| {
