@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use fairpo_heads::HeadsConfig;
-use fairpo_objectives::{ObjectiveConfig, ObjectiveInputs};
+use fairpo_objectives::ObjectiveConfig;
 use fairpo_train::config::RunConfig;
 use fairpo_train::model::Policy;
+use fairpo_train::step::{self, Pairs, StepSettings};
 use fairpo_train::trainer::{self, TrainOptions, TrainOutcome};
 use fairpo_vit::ViTConfig;
 
@@ -143,41 +143,39 @@ fn coco_step(steps: usize) -> anyhow::Result<()> {
             .with_seed(2)
             .init::<Inner>(&device),
     };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.01)
-        .init::<Ad, Policy<Ad>>();
+    let mut train = fairpo_train::config::TrainSettings::default();
+    train.lr = 1e-4; // as bench/train.py: AdamW lr 1e-4, weight decay 0.01, global-norm clipping at 1
+    let mut optim = step::adamw(&train).init::<Ad, Policy<Ad>>();
     let mut scheduler = fairpo_grpo::SchedulerConfig::default().init(2)?;
     let objective = ObjectiveConfig::default(); // FairPO-CPO, COCO Table 5 values
     let mask: Vec<bool> = (0..t).map(|i| i < p).collect();
+    let settings = StepSettings::new(&train, &objective, &mask);
     let pixels =
         Tensor::<Inner, 4>::random([b, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
-    let targets = Tensor::<Ad, 2>::random([b, t], Distribution::Bernoulli(0.05), &device);
+    let targets: Vec<u8> =
+        Tensor::<Inner, 2>::random([b, t], Distribution::Bernoulli(0.05), &device)
+            .into_data()
+            .iter::<f32>()
+            .map(|v| u8::from(v > 0.5))
+            .collect();
     let mut times = Vec::new();
     let (mut trunk_s, mut rest_s) = (0.0, 0.0);
-    for step in 0..steps + 1 {
+    for step_no in 0..steps + 1 {
         let t0 = Instant::now();
         let hidden = trunk.forward(pixels.clone());
         let _ = hidden.clone().into_data(); // sync so the split timing is honest
         let t1 = Instant::now();
-        let logits = policy.forward(Tensor::from_inner(hidden.clone()));
-        let ref_logits = Tensor::<Ad, 2>::from_inner(reference.forward(hidden));
-        let mut rng = trainer::step_rng(42, step as u64);
-        let out = fairpo_objectives::compute(
-            &objective,
-            ObjectiveInputs {
-                logits,
-                targets: targets.clone(),
-                privileged: &mask,
-                reference: Some(ref_logits),
-            },
-            &mut rng,
+        let mut rng = trainer::step_rng(42, step_no as u64);
+        (policy, _) = step::train_step(
+            policy,
+            &mut optim,
+            Some(&mut scheduler),
+            Some(&reference),
+            hidden,
+            &targets,
+            Pairs::Draw(&mut rng),
+            &settings,
         )?;
-        let alpha = scheduler.try_step(&out.group_values())?;
-        let loss = out.combine(&alpha);
-        let grads = GradientsParams::from_grads(loss.backward(), &policy);
-        // Global-norm clipping at 1, as the trainer's default and bench/train.py.
-        let (grads, _) = fairpo_train::clip::clip_global_norm(&policy, grads, 1.0);
-        policy = optim.step(1e-4, policy, grads);
         let _ = policy
             .heads
             .clone()
@@ -185,15 +183,15 @@ fn coco_step(steps: usize) -> anyhow::Result<()> {
             .forward(Tensor::zeros([1, cfg.hidden_size], &device))
             .into_data();
         let t2 = Instant::now();
-        if step > 0 {
+        if step_no > 0 {
             times.push((t2 - t0).as_secs_f64());
             trunk_s += (t1 - t0).as_secs_f64();
             rest_s += (t2 - t1).as_secs_f64();
         }
         eprintln!(
-            "step {step}: {:.2} s{}",
+            "step {step_no}: {:.2} s{}",
             (t2 - t0).as_secs_f64(),
-            if step == 0 {
+            if step_no == 0 {
                 " (warm-up, not timed)"
             } else {
                 ""

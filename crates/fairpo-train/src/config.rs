@@ -227,6 +227,11 @@ pub struct TrainSettings {
     pub lr: f64,
     /// AdamW decoupled weight decay. Default 0.01.
     pub weight_decay: f64,
+    /// AdamW ε (added to the root of the second moment). Default 1e-8, PyTorch's
+    /// (burn's own default is 1e-5).
+    pub adam_epsilon: f64,
+    /// AdamW (β1, β2). Default [0.9, 0.999].
+    pub adam_betas: [f64; 2],
     /// Gradient clipping: the maximum gradient L2 norm; 0 disables. Default 1.0.
     pub grad_clip: f64,
     /// What `grad_clip` bounds: `"global"`, the norm of all gradients together (PyTorch
@@ -273,6 +278,8 @@ impl Default for TrainSettings {
         Self {
             lr: 1e-4,
             weight_decay: 0.01,
+            adam_epsilon: 1e-8,
+            adam_betas: [0.9, 0.999],
             grad_clip: 1.0,
             grad_clip_scope: crate::clip::ClipScope::Global,
             batch_size: 32,
@@ -375,6 +382,18 @@ impl RunConfig {
             return bad(
                 "train.weight_decay",
                 format!(">= 0, got {}", t.weight_decay),
+            );
+        }
+        if !(t.adam_epsilon.is_finite() && t.adam_epsilon > 0.0) {
+            return bad(
+                "train.adam_epsilon",
+                format!("a positive number, got {}", t.adam_epsilon),
+            );
+        }
+        if let Some(b) = t.adam_betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
+            return bad(
+                "train.adam_betas",
+                format!("two values in [0, 1), got {b} in {:?}", t.adam_betas),
             );
         }
         if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {

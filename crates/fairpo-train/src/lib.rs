@@ -27,5 +27,6 @@ pub mod paper;
 pub mod plots;
 pub mod report;
 pub mod run;
+pub mod step;
 pub mod tomlx;
 pub mod trainer;

@@ -126,6 +126,71 @@ pub fn load_model<B: Backend>(
     Ok(FinishedModel { meta, vit, heads })
 }
 
+/// Reads label heads from a safetensors file in the exchange layout: for layer k = 0, 1, …
+/// `heads.{k}.weight` `[T, out, in]` (each slice a PyTorch `nn.Linear` weight) and
+/// `heads.{k}.bias` `[T, out]`; ReLU between layers, one logit per label from the last.
+/// Returns the heads and their architecture (`seed` 0: the weights come from the file).
+pub fn read_heads_safetensors<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(Heads<B>, HeadsConfig), ModelFileError> {
+    let fmt = |reason: String| ModelFileError::Format {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut tensors =
+        fairpo_vit::read_tensors(path).map_err(|e| fmt(format!("cannot read heads: {e}")))?;
+    let mut layers = Vec::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut t = 0;
+    for k in 0.. {
+        let (wk, bk) = (format!("heads.{k}.weight"), format!("heads.{k}.bias"));
+        let Some(w) = tensors.remove(&wk) else { break };
+        let b = tensors
+            .remove(&bk)
+            .ok_or_else(|| fmt(format!("{wk} is present but {bk} is missing")))?;
+        let (ws, bs) = (w.shape.to_vec(), b.shape.to_vec());
+        if ws.len() != 3 {
+            return Err(fmt(format!("{wk} has shape {ws:?}, expected [T, out, in]")));
+        }
+        if k == 0 {
+            t = ws[0];
+            sizes.push(ws[2]);
+        }
+        let prev = *sizes.last().expect("input size pushed");
+        if ws[0] != t || ws[2] != prev || bs != [t, ws[1]] {
+            return Err(fmt(format!(
+                "{wk} {ws:?} / {bk} {bs:?}: expected [{t}, out, {prev}] and [{t}, out]"
+            )));
+        }
+        sizes.push(ws[1]);
+        let data = |s: burn_store::TensorSnapshot, key: &str| {
+            s.to_data()
+                .map(|d| d.convert::<f32>())
+                .map_err(|e| fmt(format!("{key}: {e:?}")))
+        };
+        let w = Tensor::<B, 3>::from_data(data(w, &wk)?, device).swap_dims(1, 2);
+        let b = Tensor::<B, 2>::from_data(data(b, &bk)?, device);
+        layers.push((w, b));
+    }
+    if layers.is_empty() {
+        return Err(fmt("no heads.0.weight: not a heads file".into()));
+    }
+    if let Some(extra) = tensors.keys().next() {
+        return Err(fmt(format!(
+            "unexpected tensor {extra} (a heads file holds only heads.{{k}}.weight/bias)"
+        )));
+    }
+    if sizes.last() != Some(&1) {
+        return Err(fmt(format!(
+            "the last layer has {} outputs, expected 1 logit per label",
+            sizes.last().copied().unwrap_or(0)
+        )));
+    }
+    let config = HeadsConfig::new(t, sizes[0]).with_hidden(sizes[1..sizes.len() - 1].to_vec());
+    Ok((Heads::from_stacked(layers), config))
+}
+
 /// SHA-256 over the trunk's parameter values (not their ids), in module order: two
 /// trunks with the same fingerprint compute the same hidden states.
 pub fn trunk_fingerprint<B: Backend>(trunk: &ViTTrunk<B>) -> String {

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -31,12 +31,10 @@ use fairpo_grpo::SchedulerState;
 use fairpo_heads::{Heads, HeadsConfig};
 use fairpo_io::Matrix;
 use fairpo_metrics::Partition;
-use fairpo_objectives::{ObjectiveInputs, ObjectiveOutput};
 use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig, ViTTail};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::clip::{clip_global_norm, ClipScope};
 use crate::config::{RunConfig, TrainableLayers};
 use crate::container::Container;
 use crate::early_stop::{EarlyStopping, EpochVerdict};
@@ -44,6 +42,7 @@ use crate::evaluate::{self, Evaluation};
 use crate::hidden::HiddenSource;
 use crate::model::{self, ModelMeta, Policy};
 use crate::run::{EpochLine, GroupValues, JsonLog, RunPaths, RunSummary, StepLine};
+use crate::step::{self, Pairs, StepSettings};
 
 /// Set by the Ctrl-C handler; the trainer checkpoints and stops at the next step.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -626,16 +625,8 @@ pub fn train<B: AutodiffBackend>(
     };
 
     // Optimiser and scheduler.
-    let mut adamw = AdamWConfig::new().with_weight_decay(cfg.train.weight_decay as f32);
-    if cfg.train.grad_clip > 0.0 && cfg.train.grad_clip_scope == ClipScope::PerParameter {
-        adamw = adamw.with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(
-            cfg.train.grad_clip as f32,
-        )));
-    }
-    let clip_global = cfg.train.grad_clip > 0.0 && cfg.train.grad_clip_scope == ClipScope::Global;
-    let mut optim = adamw.init::<B, Policy<B>>();
+    let mut optim = step::adamw(&cfg.train).init::<B, Policy<B>>();
     let mut scheduler = cfg.scheduler.init(2).context("[scheduler]")?;
-    let uses_alpha = cfg.objective.uses_group_weights();
     cfg.objective.validate().context("[objective]")?;
 
     let mut state = TrainerState {
@@ -694,6 +685,7 @@ pub fn train<B: AutodiffBackend>(
     let sel_key = if sel_name == "val" { "train" } else { "test" };
 
     let eval_settings = evaluate::Settings::from_config(&cfg);
+    let step_settings = StepSettings::new(&cfg.train, &cfg.objective, &mask);
     let bs = cfg.train.batch_size;
     while !state.done && state.epoch < cfg.train.epochs {
         let epoch = state.epoch;
@@ -712,55 +704,22 @@ pub fn train<B: AutodiffBackend>(
         let mut batches = hidden.batches(&train_loader, "train", rest, epoch as u64, bs)?;
         while let Some(item) = batches.next() {
             let (hidden_inner, targets) = item?;
-            let [b, _, _] = hidden_inner.dims();
-            let hidden_ad = Tensor::<B, 3>::from_inner(hidden_inner.clone());
-            let logits = policy.forward(hidden_ad);
-            let reference_logits = reference
-                .as_ref()
-                .map(|r| Tensor::<B, 2>::from_inner(r.forward(hidden_inner)));
-            let targets_t = Tensor::<B, 2>::from_data(
-                TensorData::new(
-                    targets.iter().map(|&v| v as f32).collect::<Vec<f32>>(),
-                    [b, t],
-                ),
-                device,
-            );
             let mut rng = step_rng(cfg.train.seed, state.step);
-            let out: ObjectiveOutput<B> = fairpo_objectives::compute(
-                &cfg.objective,
-                ObjectiveInputs {
-                    logits,
-                    targets: targets_t,
-                    privileged: &mask,
-                    reference: reference_logits,
-                },
-                &mut rng,
+            let report;
+            (policy, report) = step::train_step(
+                policy,
+                &mut optim,
+                Some(&mut scheduler),
+                reference.as_ref(),
+                hidden_inner,
+                &targets,
+                Pairs::Draw(&mut rng),
+                &step_settings,
             )
-            .with_context(|| format!("objective at step {}", state.step + 1))?;
-            let values = out.group_values();
-            let alpha = if uses_alpha {
-                Some(
-                    scheduler
-                        .try_step(&values)
-                        .with_context(|| format!("scheduler at step {}", state.step + 1))?,
-                )
-            } else {
-                None
-            };
-            let loss = out.combine(alpha.as_deref().unwrap_or(&[0.5, 0.5]));
-            let loss_value: f64 = loss.clone().into_scalar().elem();
-            if !loss_value.is_finite() {
-                bail!(
-                    "the training loss became {loss_value} at step {} (epoch {}); lower train.lr?",
-                    state.step + 1,
-                    epoch
-                );
-            }
-            let mut grads = GradientsParams::from_grads(loss.backward(), &policy);
-            if clip_global {
-                grads = clip_global_norm(&policy, grads, cfg.train.grad_clip).0;
-            }
-            policy = optim.step(cfg.train.lr, policy, grads);
+            .with_context(|| format!("step {} (epoch {})", state.step + 1, epoch + 1))?;
+            let values = report.group_losses;
+            let loss_value = report.loss;
+            let alpha = report.alpha;
             state.step += 1;
             state.batches_done += 1;
             state.epoch_loss_sum += loss_value;
@@ -774,7 +733,7 @@ pub fn train<B: AutodiffBackend>(
                     loss_non_privileged: values[1],
                     loss: loss_value,
                     alpha: alpha.clone(),
-                    diagnostics: out.diagnostics.clone(),
+                    diagnostics: report.diagnostics,
                 })?;
             }
             pb.inc(1);
@@ -965,6 +924,7 @@ pub fn matrix_from(rows: usize, cols: usize, data: Vec<f32>) -> Matrix<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::optim::{AdamWConfig, GradientsParams};
 
     type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 

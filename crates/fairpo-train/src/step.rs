@@ -1,0 +1,167 @@
+//! One optimiser step: policy forward on the trunk's output → objective → group weights →
+//! weighted loss → backward → clipping → AdamW. The trainer's loop, `bench_train` and the
+//! trajectory-parity tests all call [`train_step`], so what they measure is what trains.
+
+use anyhow::{bail, Result};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fairpo_grpo::Scheduler;
+use fairpo_objectives::{Diagnostics, ObjectiveConfig, ObjectiveInputs, PairPlan};
+
+use crate::clip::{clip_global_norm, global_grad_norm, ClipScope};
+use crate::config::TrainSettings;
+use crate::model::Policy;
+
+/// AdamW as `[train]` describes it (ε and betas as PyTorch's unless set; burn's per-tensor
+/// clipping only with `grad_clip_scope = "per_parameter"`).
+pub fn adamw(train: &TrainSettings) -> AdamWConfig {
+    let mut c = AdamWConfig::new()
+        .with_weight_decay(train.weight_decay as f32)
+        .with_epsilon(train.adam_epsilon as f32)
+        .with_beta_1(train.adam_betas[0] as f32)
+        .with_beta_2(train.adam_betas[1] as f32);
+    if train.grad_clip > 0.0 && train.grad_clip_scope == ClipScope::PerParameter {
+        c = c.with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(
+            train.grad_clip as f32,
+        )));
+    }
+    c
+}
+
+/// Where the objective's random choices come from.
+pub enum Pairs<'a> {
+    /// Drawn from this stream (training: [`crate::trainer::step_rng`]).
+    Draw(&'a mut rand_chacha::ChaCha8Rng),
+    /// Given explicitly (parity tests against a reference implementation).
+    Plan(&'a PairPlan),
+}
+
+/// The fixed settings of every step of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSettings<'a> {
+    /// The objective.
+    pub objective: &'a ObjectiveConfig,
+    /// `privileged[t]` = label t is in P.
+    pub privileged: &'a [bool],
+    /// Learning rate.
+    pub lr: f64,
+    /// Global-norm clipping bound (PyTorch `clip_grad_norm_`), `None` = off.
+    pub clip_global: Option<f64>,
+}
+
+impl<'a> StepSettings<'a> {
+    /// The settings a run's `[train]` and `[objective]` give.
+    pub fn new(
+        train: &TrainSettings,
+        objective: &'a ObjectiveConfig,
+        privileged: &'a [bool],
+    ) -> Self {
+        let clip_global = (train.grad_clip > 0.0 && train.grad_clip_scope == ClipScope::Global)
+            .then_some(train.grad_clip);
+        Self {
+            objective,
+            privileged,
+            lr: train.lr,
+            clip_global,
+        }
+    }
+}
+
+/// What one step did, on the host.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    /// The loss that was minimised.
+    pub loss: f64,
+    /// `[L_P, L_P̄]`.
+    pub group_losses: [f64; 2],
+    /// The group weights used in this step's loss (after the scheduler's step), when the
+    /// method uses them.
+    pub alpha: Option<Vec<f64>>,
+    /// Global L2 norm of the gradients before clipping.
+    pub grad_norm: f64,
+    /// The objective's pair counts.
+    pub diagnostics: Diagnostics,
+}
+
+/// Trains `policy` on one batch and returns the updated policy.
+///
+/// `scheduler` is stepped on the group losses when the objective uses group weights
+/// (GRPO, GDRO), and must then be given.
+///
+/// # Shapes
+/// - hidden: the frozen trunk's output `[B, S, D]` (patches `[B, N, C·p·p]` when every layer
+///   trains)
+/// - targets: `B·T` 0/1 values, row-major
+#[allow(clippy::too_many_arguments)]
+pub fn train_step<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
+    policy: Policy<B>,
+    optim: &mut O,
+    scheduler: Option<&mut Scheduler>,
+    reference: Option<&Policy<B::InnerBackend>>,
+    hidden: Tensor<B::InnerBackend, 3>,
+    targets: &[u8],
+    pairs: Pairs<'_>,
+    settings: &StepSettings<'_>,
+) -> Result<(Policy<B>, StepReport)> {
+    let [b, _, _] = hidden.dims();
+    let device = hidden.device();
+    let t = settings.privileged.len();
+    if targets.len() != b * t {
+        bail!(
+            "a batch of {b} images has {} target values, expected {b}×{t}",
+            targets.len()
+        );
+    }
+    let logits = policy.forward(Tensor::<B, 3>::from_inner(hidden.clone()));
+    let reference_logits = reference.map(|r| Tensor::<B, 2>::from_inner(r.forward(hidden)));
+    let targets = Tensor::<B, 2>::from_data(
+        TensorData::new(targets.iter().map(|&v| f32::from(v)).collect(), [b, t]),
+        &device,
+    );
+    let inputs = ObjectiveInputs {
+        logits,
+        targets,
+        privileged: settings.privileged,
+        reference: reference_logits,
+    };
+    let out = match pairs {
+        Pairs::Draw(rng) => fairpo_objectives::compute(settings.objective, inputs, rng)?,
+        Pairs::Plan(plan) => {
+            fairpo_objectives::compute_with_plan(settings.objective, inputs, plan)?
+        }
+    };
+    let group_losses = out.group_values();
+    let alpha = match (settings.objective.uses_group_weights(), scheduler) {
+        (true, Some(s)) => Some(s.try_step(&group_losses)?),
+        (true, None) => bail!(
+            "objective {:?} needs a group-weight scheduler",
+            settings.objective.method
+        ),
+        (false, _) => None,
+    };
+    let loss = out.combine(alpha.as_deref().unwrap_or(&[0.5, 0.5]));
+    let loss_value: f64 = loss.clone().into_scalar().elem();
+    if !loss_value.is_finite() {
+        bail!("the training loss became {loss_value}; lower train.lr?");
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &policy);
+    let (grads, grad_norm) = match settings.clip_global {
+        Some(max) => clip_global_norm(&policy, grads, max),
+        None => {
+            let n = global_grad_norm(&policy, &grads);
+            (grads, n)
+        }
+    };
+    let policy = optim.step(settings.lr, policy, grads);
+    Ok((
+        policy,
+        StepReport {
+            loss: loss_value,
+            group_losses,
+            alpha,
+            grad_norm,
+            diagnostics: out.diagnostics,
+        },
+    ))
+}
