@@ -3,6 +3,8 @@
 //! Every command shells out to the `fairpo` binary (built once in the dev profile) or to
 //! `cargo run --example`, so what xtask does is exactly what a user could type.
 
+mod parity;
+
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +23,11 @@ cargo xtask <command>
         FairPO-CPO ablations (Tables 3/4): configs/ablations/*.toml over <dataset>-cpo.
   sweep [--dataset demo|coco|nus]
         FairPO-CPO sensitivity to beta and epsilon (Tables 6/7).
+  parity [--epochs N] [--seeds N | --seed N]
+        BCE-SFT on the demo set from shared starts (seeds 0..N-1, default 3; 10 epochs), fairpo
+        vs PyTorch (bench/parity_demo.py; needs python3 with torch, transformers, Pillow and
+        scikit-learn): per-epoch train loss and test mAP side by side; fails if fairpo's test mAP
+        (mean of the last 3 epochs and the seeds) is more than 1 point below PyTorch's.
   bench [metrics|data|vit|objectives|train|all]
         runs each crate's examples/bench_<name>.rs and prints its table.
 ";
@@ -146,6 +153,13 @@ fn run() -> Result<()> {
             }
             report(&runs, &format!("{ds}-sweep"))
         }
+        "parity" => {
+            let seeds: Vec<u64> = match (opts.seed, opts.seeds) {
+                (Some(s), _) => vec![s],
+                (None, n) => (0..n.unwrap_or(3)).collect(),
+            };
+            parity::run(opts.epochs.unwrap_or(10), &seeds)
+        }
         "bench" => bench(opts.positional.first().map(String::as_str).unwrap_or("all")),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -160,6 +174,7 @@ struct Opts {
     positional: Vec<String>,
     seed: Option<u64>,
     seeds: Option<u64>,
+    epochs: Option<usize>,
     dataset: Option<String>,
     sets: Vec<String>,
     fresh: bool,
@@ -184,6 +199,13 @@ impl Opts {
                         value("--seeds")?
                             .parse()
                             .context("--seeds: expected an integer")?,
+                    )
+                }
+                "--epochs" => {
+                    o.epochs = Some(
+                        value("--epochs")?
+                            .parse()
+                            .context("--epochs: expected an integer")?,
                     )
                 }
                 "--dataset" => {
@@ -297,7 +319,7 @@ fn train_with(
 ) -> Result<PathBuf> {
     let info = read_preset(preset)?;
     if let Some(root) = &info.demo_root {
-        ensure_demo_data(root, preset)?;
+        ensure_demo_data(root)?;
     }
     let mut sets = sets.to_vec();
     sets.push(format!("name={}", seeded_name(name, seed)));
@@ -376,7 +398,7 @@ fn toml_string(s: &str) -> String {
 const DEMO_IMAGES: &str = "5000";
 const DEMO_SIZE: &str = "32";
 
-fn ensure_demo_data(root: &Path, _preset: &str) -> Result<()> {
+fn ensure_demo_data(root: &Path) -> Result<()> {
     if root.join("annotations").is_dir() {
         return Ok(());
     }

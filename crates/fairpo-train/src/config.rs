@@ -157,6 +157,12 @@ pub struct ModelConfig {
     /// is an error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_heads: Option<InitHeads>,
+    /// Start the heads from this safetensors file instead (`heads.{k}.weight` `[T, out, in]`,
+    /// `heads.{k}.bias` `[T, out]` for layer k = 0, 1, …; what
+    /// `scripts/fixtures/train_reference.py` and `bench/parity_demo.py` write). Its shapes
+    /// must match the labels, the backbone width and `heads_hidden`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heads_file: Option<PathBuf>,
     /// Encoder layers trained, counted from the top: a number (paper: 1) or `"all"`.
     pub trainable_layers: TrainableLayers,
     /// Hidden widths of each label's MLP head (paper E.2: `[256, 64, 16, 4]`).
@@ -170,6 +176,7 @@ impl Default for ModelConfig {
             scratch: None,
             init_from: None,
             init_heads: None,
+            heads_file: None,
             trainable_layers: TrainableLayers::Last(1),
             heads_hidden: vec![256, 64, 16, 4],
         }

@@ -230,6 +230,29 @@ pub fn init_policy<B: Backend>(
     let heads_cfg = HeadsConfig::new(labels.len(), input_dim)
         .with_hidden(cfg.model.heads_hidden.clone())
         .with_seed(cfg.train.seed);
+    if let Some(file) = &cfg.model.heads_file {
+        if cfg.model.heads_from_init() {
+            bail!("model.heads_file and heads copied from model.init_from exclude each other; set model.init_heads = \"fresh\" to take the heads from the file");
+        }
+        let (heads, file_cfg) = model::read_heads_safetensors::<B>(file, device)
+            .with_context(|| format!("model.heads_file = {}", file.display()))?;
+        if file_cfg.num_labels != labels.len()
+            || file_cfg.input_dim != input_dim
+            || file_cfg.hidden != cfg.model.heads_hidden
+        {
+            bail!(
+                "model.heads_file = {}: heads for {} labels, {} -> {:?} -> 1; this run needs {} labels, {} -> {:?} -> 1 (model.heads_hidden)",
+                file.display(),
+                file_cfg.num_labels,
+                file_cfg.input_dim,
+                file_cfg.hidden,
+                labels.len(),
+                input_dim,
+                cfg.model.heads_hidden
+            );
+        }
+        return Ok((Policy { tail, heads }, heads_cfg));
+    }
     if !cfg.model.heads_from_init() {
         let heads = heads_cfg.init::<B>(device);
         return Ok((Policy { tail, heads }, heads_cfg));
