@@ -122,9 +122,10 @@ def train(args):
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, eps=1e-8)
     n, b = len(xtr), 32
+    orders = json.loads(Path(args.orders).read_text()) if args.orders else None
     for epoch in range(args.epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(n)
+        perm = torch.tensor(orders[epoch]) if orders else torch.randperm(n)
         total, steps = 0.0, 0
         for i in range(0, n, b):
             idx = perm[i:i + b]
@@ -156,6 +157,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--orders", help="JSON list of per-epoch image orders (default: torch.randperm)")
     args = ap.parse_args()
     init(args) if args.mode == "init" else train(args)
 

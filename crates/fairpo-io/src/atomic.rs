@@ -57,6 +57,13 @@ where
         write(&mut buffered).map_err(err)?;
         buffered.flush().map_err(err)?;
     }
+    if crate::fault::fires(&format!("write:{name}")) {
+        // Crash tests: die with half the bytes on disk and the rename not done.
+        let len = tmp.as_file().metadata().map_or(0, |m| m.len());
+        let _ = tmp.as_file().set_len(len / 2);
+        let _ = tmp.as_file().sync_all();
+        crate::fault::kill_self();
+    }
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     // Make the rename itself durable; not all platforms can open a directory, so best effort.

@@ -7,6 +7,7 @@
 
 mod atomic;
 mod error;
+pub mod fault;
 mod matrix;
 mod npy;
 

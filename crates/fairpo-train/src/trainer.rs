@@ -747,6 +747,7 @@ pub fn train<B: AutodiffBackend>(
             state.batches_done += 1;
             state.epoch_loss_sum += loss_value;
             state.epoch_loss_steps += 1;
+            fairpo_io::fault::point("step");
             if state.step.is_multiple_of(cfg.train.log_every as u64) {
                 log.write(&StepLine {
                     kind: "step".into(),
@@ -874,6 +875,7 @@ pub fn train<B: AutodiffBackend>(
         state.scheduler = scheduler.state().clone();
         state.log_len = log.len();
         save_last(&paths, &state, &policy, &optim)?;
+        fairpo_io::fault::point("epoch");
     }
 
     // Final: best policy on the test split.
