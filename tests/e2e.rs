@@ -242,6 +242,32 @@ fn sft_then_cpo_outputs_resume_eval_report_and_reference_errors() {
         "{err}"
     );
 
+    // --overwrite refuses to delete a folder that is not a run folder.
+    std::fs::create_dir_all(dir.join("runs/precious")).unwrap();
+    std::fs::write(dir.join("runs/precious/thesis.tex"), "keep me").unwrap();
+    let precious = write_config(
+        dir,
+        "precious.toml",
+        &format!("name = \"precious\"\n{TINY_MODEL}\n[objective]\nmethod = \"bce\"\n"),
+    );
+    let err = fails(
+        &fairpo(
+            &[
+                "train",
+                "--config",
+                precious.to_str().unwrap(),
+                "--overwrite",
+            ],
+            dir,
+        ),
+        "overwrite of a non-run folder",
+    );
+    assert!(
+        err.contains("does not look like a run folder") && err.contains("refusing to delete"),
+        "{err}"
+    );
+    assert!(dir.join("runs/precious/thesis.tex").is_file());
+
     // FairPO-CPO from the SFT backbone, last layer trainable, reference = SFT.
     let cpo = cpo_config(dir, "cpo", "runs/sft");
     ok(
@@ -272,6 +298,15 @@ fn sft_then_cpo_outputs_resume_eval_report_and_reference_errors() {
     );
     assert!(out.contains("interrupted at step 3"), "{out}");
     assert!(!dir.join("runs/cpo-resumed/metrics.json").exists());
+    // An unfinished run cannot be evaluated; the message says so.
+    let err = fails(
+        &fairpo(&["eval", "--run", "runs/cpo-resumed"], dir),
+        "eval of an unfinished run",
+    );
+    assert!(
+        err.contains("not a finished run") && err.contains("model.ckpt"),
+        "{err}"
+    );
     // The debug stop is not part of the saved experiment: resuming without it trains to the end.
     ok(
         &fairpo(
@@ -312,6 +347,16 @@ fn sft_then_cpo_outputs_resume_eval_report_and_reference_errors() {
     let eval: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(eval["groups"], full_metrics["groups"]);
     assert!(dir.join("runs/cpo/eval-test.json").is_file());
+    let err = fails(
+        &fairpo(&["eval", "--run", "runs/cpo", "--split", "train"], dir),
+        "eval of a bad split",
+    );
+    assert!(err.contains("train") && err.contains("test"), "{err}");
+    let err = fails(
+        &fairpo(&["eval", "--run", "runs/none"], dir),
+        "eval of no run",
+    );
+    assert!(err.contains("runs/none is not a finished run"), "{err}");
 
     // report: the comparison table with Δ mAP(P) vs the SFT run.
     let out = ok(
@@ -404,7 +449,10 @@ fn bad_configs_fail_with_clear_messages() {
         &fairpo(&["train", "--config", missing_ref.to_str().unwrap()], dir),
         "missing data",
     );
-    assert!(err.contains("data"), "{err}");
+    assert!(
+        err.contains("data: folder not found (dataset root)"),
+        "{err}"
+    );
     ok(
         &fairpo(
             &[
@@ -454,7 +502,12 @@ fn bad_configs_fail_with_clear_messages() {
         ),
         "cuda",
     );
-    assert!(err.contains("cuda"), "{err}");
+    assert!(
+        err.contains("device cuda:0")
+            && err.contains("without CUDA support")
+            && err.contains("--features cuda"),
+        "{err}"
+    );
 
     let err = fails(
         &fairpo(&["report", "runs/none"], dir),

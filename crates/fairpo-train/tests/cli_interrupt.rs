@@ -93,6 +93,16 @@ cache_dir = "cache"
         .status()
         .unwrap();
     assert!(kill.success());
+    // A broken handler must fail the test, not hang CI: the run has 120 s to exit.
+    let signalled = Instant::now();
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if signalled.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the run did not exit within 120 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
