@@ -270,3 +270,27 @@ fn checkpoint_round_trip_preserves_outputs() {
         .into_data()
         .assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
 }
+
+/// A weights file cut short (an interrupted download) is a clear error naming the file, for
+/// both formats, at several cut points (inside the header, inside the tensor data).
+#[test]
+fn truncated_weights_files_are_clear_errors() {
+    let dev = Default::default();
+    for file in ["model.safetensors", "pytorch_model.bin"] {
+        let full = std::fs::read(fixtures().join("vit_tiny").join(file)).unwrap();
+        for cut in [4, 64, full.len() / 2, full.len() - 1] {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::copy(
+                fixtures().join("vit_tiny/config.json"),
+                tmp.path().join("config.json"),
+            )
+            .unwrap();
+            std::fs::write(tmp.path().join(file), &full[..cut]).unwrap();
+            let err = load_hf_dir::<B>(tmp.path(), &dev)
+                .map(|_| ())
+                .expect_err(&format!("{file} cut at {cut} bytes loaded"));
+            let msg = err.to_string();
+            assert!(msg.contains(file), "{file} cut at {cut}: {msg}");
+        }
+    }
+}
