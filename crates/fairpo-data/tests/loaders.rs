@@ -492,3 +492,54 @@ fn documented_data_table_is_the_default() {
         .unwrap();
     assert_eq!(spec, DatasetSpec::default());
 }
+
+/// The COCO loader reads instance files as pycocotools does (scripts/fixtures/coco_pycocotools.py):
+/// the same label names in ascending category-id order and, per image, the same label set
+/// (crowd annotations included, repeats collapsed, images without annotations kept).
+#[test]
+fn coco_matches_pycocotools() {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("coco_pyc/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let mut compared = 0;
+    for (rel, want) in expected.as_object().unwrap() {
+        let json = fixtures().join(rel);
+        let root = json.parent().unwrap().parent().unwrap();
+        let split = if rel.contains("train2014") {
+            "train2014"
+        } else {
+            "val2014"
+        };
+        let d = coco::load_instances(&json, &root.join(split), &keep_all()).unwrap();
+        let labels: Vec<&str> = want["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(d.labels, labels, "{rel}: labels");
+        let images = want["images"].as_array().unwrap();
+        assert_eq!(d.len(), images.len(), "{rel}: image count");
+        let t = d.labels.len();
+        // Rows follow the file's image order; pycocotools' list is sorted by file name.
+        for im in images {
+            let file = im["file_name"].as_str().unwrap();
+            let i = d
+                .paths
+                .iter()
+                .position(|p| p.ends_with(file))
+                .unwrap_or_else(|| panic!("{rel}: {file} is not in the dataset"));
+            let got: Vec<usize> = (0..t).filter(|&j| d.targets.data[i * t + j] == 1).collect();
+            let want: Vec<usize> = im["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(got, want, "{rel}: labels of {file}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 40, "only {compared} images compared");
+}
