@@ -121,9 +121,6 @@ pub struct Backbone<B: Backend> {
     pub config: ViTConfig,
     /// Human-readable origin.
     pub source: String,
-    /// Preprocessing from `preprocessor_config.json`, for HF backbones (also with
-    /// `init_from` when `backbone` is set too).
-    pub hf_dir: Option<PathBuf>,
     /// The `model.init_from` run's heads, their architecture and label names.
     pub init_heads: Option<InitRunHeads<B>>,
 }
@@ -172,10 +169,6 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
                 run.display(),
                 if heads_copied { "copied" } else { "fresh" }
             ),
-            // The weights come from the run, but a `backbone` named beside `init_from` (the
-            // one that run started from) still supplies its preprocessing, so both runs see
-            // the same pixels.
-            hf_dir: m.backbone.clone(),
             init_heads: Some(InitRunHeads {
                 run: run.clone(),
                 config: fm.meta.heads,
@@ -191,7 +184,6 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
             vit: loaded.model,
             config: loaded.config,
             source: format!("hf {}", dir.display()),
-            hf_dir: Some(dir.clone()),
             init_heads: None,
         });
     }
@@ -209,7 +201,6 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
         vit,
         config,
         source: "scratch".into(),
-        hf_dir: None,
         init_heads: None,
     })
 }
@@ -292,6 +283,22 @@ pub fn init_policy<B: Backend>(
         },
         heads_cfg,
     ))
+}
+
+/// Applies the `model.backbone` folder's `preprocessor_config.json`, when it has one, to
+/// `data.preprocess` (also with `init_from`: a `backbone` named beside it supplies the
+/// preprocessing both runs share).
+pub fn resolve_preprocessing(cfg: &mut RunConfig) -> Result<()> {
+    if let Some(dir) = &cfg.model.backbone {
+        let pp = dir.join("preprocessor_config.json");
+        if pp.is_file() {
+            cfg.data
+                .preprocess
+                .apply_hf_preprocessor(&pp)
+                .with_context(|| format!("applying {}", pp.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Resolves `trainable_layers` against the backbone depth.
@@ -542,6 +549,9 @@ pub fn train<B: AutodiffBackend>(
         }
         cfg = saved;
     } else {
+        // config.toml records the preprocessing actually used (the backbone's
+        // preprocessor_config.json applied), so `fairpo eval` rebuilds the same pixels.
+        resolve_preprocessing(&mut cfg)?;
         fairpo_io::atomic_write(paths.config(), cfg.to_toml_string()?.as_bytes())?;
     }
     tracing::info!(run = %paths.root.display(), method = ?cfg.objective.method, "starting");
@@ -573,15 +583,6 @@ pub fn train<B: AutodiffBackend>(
 
     // Backbone, split into the frozen trunk (inner backend) and the trainable policy.
     let backbone = load_backbone::<B>(&cfg, device)?;
-    if let Some(dir) = &backbone.hf_dir {
-        let pp = dir.join("preprocessor_config.json");
-        if pp.is_file() {
-            cfg.data
-                .preprocess
-                .apply_hf_preprocessor(&pp)
-                .with_context(|| format!("applying {}", pp.display()))?;
-        }
-    }
     if cfg.data.preprocess.size != backbone.config.image_size {
         bail!(
             "data.preprocess.size = {} but the backbone expects {} px images; set data.preprocess.size = {}",
