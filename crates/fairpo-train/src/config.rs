@@ -454,7 +454,41 @@ impl RunConfig {
                 return bad("model.scratch", e);
             }
         }
-        Ok(())
+        // The other sections, so a bad value fails before any data or model loads.
+        if let Err(e) = self.objective.validate() {
+            return bad("objective", e.to_string());
+        }
+        if let Err(e) = self.scheduler.validate(2) {
+            return bad("scheduler", e.to_string());
+        }
+        if let Err(e) = self.data.validate() {
+            return bad("data", e.to_string());
+        }
+        self.validate_method_scheduler()
+    }
+
+    /// GDRO is defined by its scheduler (appendix D.3); FairPO weights its groups with GRPO
+    /// (or fixed weights, the no-GRPO ablation). Other pairings are mistakes, not variants.
+    fn validate_method_scheduler(&self) -> Result<(), ConfigError> {
+        use fairpo_grpo::SchedulerKind as K;
+        use fairpo_objectives::Method as M;
+        let (method, kind) = (self.objective.method, self.scheduler.kind);
+        let reason = match (method, kind) {
+            (M::Gdro, K::Gdro) => return Ok(()),
+            (M::Gdro, k) => format!(
+                "objective.method = \"gdro\" needs scheduler.kind = \"gdro\" (its exponentiated-gradient group weights), got {:?}",
+                k
+            ),
+            (M::Dpo | M::Simpo | M::Cpo, K::Gdro) => format!(
+                "objective.method = {:?} weights its groups with scheduler.kind = \"grpo\" (or \"fixed\"), not \"gdro\"",
+                method
+            ),
+            _ => return Ok(()),
+        };
+        Err(ConfigError::Invalid {
+            field: "scheduler.kind".into(),
+            reason,
+        })
     }
 }
 
@@ -464,6 +498,36 @@ mod tests {
 
     fn minimal() -> &'static str {
         "name = \"t\"\n[model.scratch]\n"
+    }
+
+    #[test]
+    fn objective_scheduler_and_data_values_and_mismatches_are_rejected() {
+        let err = |extra: &str| {
+            RunConfig::from_toml_str(&format!("{}{extra}", minimal()), "t.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("[objective]\nmethod = \"cpo\"\nbeta = -1.0\n");
+        assert!(e.contains("objective") && e.contains("beta"), "{e}");
+        let e = err("[scheduler]\nrho = 2.0\n");
+        assert!(e.contains("scheduler") && e.contains("rho"), "{e}");
+        let e = err("[data]\nval_fraction = 1.5\n");
+        assert!(e.contains("data") && e.contains("val_fraction"), "{e}");
+        let e = err("[objective]\nmethod = \"gdro\"\n");
+        assert!(
+            e.contains("scheduler.kind") && e.contains("\"gdro\""),
+            "{e}"
+        );
+        let e = err("[objective]\nmethod = \"cpo\"\n[scheduler]\nkind = \"gdro\"\n");
+        assert!(e.contains("scheduler.kind") && e.contains("grpo"), "{e}");
+        // The pairings the presets use are accepted.
+        for ok in [
+            "[objective]\nmethod = \"gdro\"\n[scheduler]\nkind = \"gdro\"\n",
+            "[objective]\nmethod = \"cpo\"\n[scheduler]\nkind = \"fixed\"\n",
+            "[objective]\nmethod = \"bce\"\n",
+        ] {
+            RunConfig::from_toml_str(&format!("{}{ok}", minimal()), "t.toml").unwrap();
+        }
     }
 
     #[test]

@@ -651,7 +651,6 @@ pub fn train<B: AutodiffBackend>(
     // Optimiser and scheduler.
     let mut optim = step::adamw(&cfg.train).init::<B, Policy<B>>();
     let mut scheduler = cfg.scheduler.init(2).context("[scheduler]")?;
-    cfg.objective.validate().context("[objective]")?;
 
     let mut state = TrainerState {
         epoch: 0,
