@@ -79,13 +79,42 @@ impl HeadsConfig {
     /// Builds seeded heads with PyTorch `nn.Linear` default initialisation (see the crate docs).
     ///
     /// # Panics
-    /// If `num_labels`, `input_dim` or a hidden size is 0.
+    /// If [`HeadsConfig::validate`] fails (see [`HeadsConfig::try_init`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Heads<B> {
+        self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Total weights and biases of all heads, `None` on overflow.
+    pub fn num_parameters(&self) -> Option<u64> {
         let sizes = self.layer_sizes();
-        assert!(
-            self.num_labels > 0 && sizes.iter().all(|&s| s > 0),
-            "HeadsConfig: num_labels, input_dim and hidden sizes must be > 0, got {self:?}"
-        );
+        let per_head = sizes.windows(2).try_fold(0u64, |acc, io| {
+            let (i, o) = (io[0] as u64, io[1] as u64);
+            acc.checked_add(i.checked_mul(o)?.checked_add(o)?)
+        })?;
+        per_head.checked_mul(self.num_labels as u64)
+    }
+
+    /// Checks the sizes: every one > 0, and at most [`MAX_PARAMETERS`] in all (a corrupt or
+    /// mistyped size must be an error, not an allocation failure).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_labels == 0 || self.layer_sizes().contains(&0) {
+            return Err(format!(
+                "HeadsConfig: num_labels, input_dim and hidden sizes must be > 0, got {self:?}"
+            ));
+        }
+        match self.num_parameters() {
+            Some(n) if n <= MAX_PARAMETERS => Ok(()),
+            n => Err(format!(
+                "HeadsConfig: {} parameters exceed the limit of {MAX_PARAMETERS} (got {self:?})",
+                n.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+            )),
+        }
+    }
+
+    /// Like [`HeadsConfig::init`], returning an error for invalid sizes.
+    pub fn try_init<B: Backend>(&self, device: &B::Device) -> Result<Heads<B>, String> {
+        self.validate()?;
+        let sizes = self.layer_sizes();
         let t = self.num_labels;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let layers = sizes
@@ -105,9 +134,13 @@ impl HeadsConfig {
                 )
             })
             .collect();
-        Heads::from_stacked(layers)
+        Ok(Heads::from_stacked(layers))
     }
 }
+
+/// Largest heads [`HeadsConfig::validate`] accepts: 1 billion parameters (the paper's heads
+/// for 81 labels on ViT-B have 17 million).
+pub const MAX_PARAMETERS: u64 = 1_000_000_000;
 
 /// T independent MLP heads, stored stacked so all labels are evaluated with a few batched matmuls.
 #[derive(Module, Debug)]

@@ -116,7 +116,19 @@ pub fn load_model<B: Backend>(
         .map_err(|e| fmt(e.to_string()))?;
     let vit = record_from_bytes(vit, c.take("vit").map_err(|e| fmt(e.to_string()))?, device)
         .map_err(|e| fmt(format!("backbone weights: {e}")))?;
-    let heads = meta.heads.init::<B>(device);
+    if meta.heads.num_labels != meta.labels.len() || meta.heads.input_dim != meta.vit.hidden_size {
+        return Err(fmt(format!(
+            "bad meta: heads for {} labels on {} features, but {} label names and a backbone of width {}",
+            meta.heads.num_labels,
+            meta.heads.input_dim,
+            meta.labels.len(),
+            meta.vit.hidden_size
+        )));
+    }
+    let heads = meta
+        .heads
+        .try_init::<B>(device)
+        .map_err(|e| fmt(format!("bad meta: {e}")))?;
     let heads = record_from_bytes(
         heads,
         c.take("heads").map_err(|e| fmt(e.to_string()))?,

@@ -101,6 +101,10 @@ impl Default for ViTConfig {
     }
 }
 
+/// Largest backbone [`ViTConfig::validate`] accepts: 5 billion parameters (20 GB in f32; ViT-g/14
+/// has 1 billion).
+pub const MAX_PARAMETERS: u64 = 5_000_000_000;
+
 impl ViTConfig {
     /// ViT-B/16 at 224 px, the paper's backbone (google/vit-base-patch16-224).
     pub fn base_patch16_224() -> Self {
@@ -183,10 +187,51 @@ impl ViTConfig {
             ));
         }
         if problems.is_empty() {
+            // Only once the sizes are known to be sane: a corrupt or mistyped config must be
+            // refused here, not by the allocator when the model is built.
+            match self.num_parameters() {
+                Some(n) if n <= MAX_PARAMETERS => {}
+                n => problems.push(format!(
+                    "the configuration describes a ViT of {} parameters; the limit is {MAX_PARAMETERS} (ViT-B/16 has 86 million)",
+                    n.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+                )),
+            }
+        }
+        if problems.is_empty() {
             Ok(())
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    /// Parameter count of the backbone (embeddings, encoder layers, final LayerNorm), `None`
+    /// on overflow.
+    pub fn num_parameters(&self) -> Option<u64> {
+        let u = |v: usize| u64::try_from(v).ok();
+        let (d, i, l) = (
+            u(self.hidden_size)?,
+            u(self.intermediate_size)?,
+            u(self.num_hidden_layers)?,
+        );
+        let side = u(self.image_size / self.patch_size.max(1))?;
+        let patch_in = u(self.num_channels)?.checked_mul(u(self.patch_size)?.checked_pow(2)?)?;
+        let tokens = side.checked_mul(side)?.checked_add(1)?;
+        let embeddings = patch_in
+            .checked_mul(d)?
+            .checked_add(d)?
+            .checked_add(tokens.checked_mul(d)?)?
+            .checked_add(d)?;
+        // Q, K, V, output projections; the two MLP layers; two LayerNorms.
+        let per_layer = d
+            .checked_mul(d)?
+            .checked_mul(4)?
+            .checked_add(d.checked_mul(4)?)?
+            .checked_add(d.checked_mul(i)?.checked_mul(2)?)?
+            .checked_add(i.checked_add(d)?)?
+            .checked_add(d.checked_mul(4)?)?;
+        embeddings
+            .checked_add(per_layer.checked_mul(l)?)?
+            .checked_add(d.checked_mul(2)?)
     }
 
     /// Patches per image, N = (image_size / patch_size)².
@@ -461,6 +506,25 @@ mod tests {
         assert_eq!(cfg, ViTConfig::base_patch16_224());
         assert_eq!(cfg.seq_len(), 197);
         assert_eq!(cfg.head_dim(), 64);
+        // transformers' ViTModel(ViTConfig(), add_pooling_layer=False): sum of numel().
+        assert_eq!(cfg.num_parameters(), Some(85_798_656));
+    }
+
+    #[test]
+    fn oversized_configs_are_refused_before_any_allocation() {
+        let big = ViTConfig {
+            hidden_size: 1 << 20,
+            num_attention_heads: 1,
+            ..ViTConfig::base_patch16_224()
+        };
+        let e = big.validate().unwrap_err();
+        assert!(e.contains("parameters") && e.contains("limit"), "{e}");
+        let overflow = ViTConfig {
+            hidden_size: usize::MAX,
+            num_attention_heads: 1,
+            ..ViTConfig::base_patch16_224()
+        };
+        assert!(overflow.validate().unwrap_err().contains("more than 2^64"));
     }
 
     #[test]

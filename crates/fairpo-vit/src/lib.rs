@@ -29,7 +29,7 @@ mod softmax;
 mod weights;
 
 pub use alloc::mimalloc_keep_freed_memory;
-pub use config::{ImageSize, ModelDir, PreprocessorConfig, ViTConfig};
+pub use config::{ImageSize, ModelDir, PreprocessorConfig, ViTConfig, MAX_PARAMETERS};
 pub use error::VitError;
 pub use gelu::{gelu, gelu_derivative_f32, gelu_f32, gelu_in_place};
 pub use model::{

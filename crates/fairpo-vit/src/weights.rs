@@ -425,10 +425,25 @@ pub fn record_from_bytes<B: Backend, M: Module<B>>(
     bytes: Vec<u8>,
     device: &B::Device,
 ) -> Result<M, String> {
-    let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-        .load(bytes, device)
-        .map_err(|e| e.to_string())?;
-    Ok(module.load_record(record))
+    // burn's recorder and `load_record` panic (rather than return an error) on records whose
+    // ids or lengths do not fit the module: a corrupt or mismatched file must be an error.
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .load(bytes, device)
+            .map_err(|e| e.to_string())
+            .map(|record| module.load_record(record))
+    }));
+    std::panic::set_hook(quiet);
+    loaded.unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(format!("corrupt or mismatched record ({why})"))
+    })
 }
 
 /// Save a module to `path` in burn's named MessagePack format, atomically (written to a
