@@ -1,19 +1,13 @@
-//! The training loop (DESIGN.md "Data flow of one training step"):
-//! frozen trunk on the inner backend → policy tail + heads on autodiff → objectives →
-//! scheduler α → weighted loss → backward → AdamW on the policy only; per-epoch
-//! validation, early stopping, resumable checkpoints, final test evaluation.
+//! The training loop: per batch, the frozen trunk's output (inner backend) goes through
+//! [`crate::step::train_step`] (policy tail + heads → objective → scheduler α → backward →
+//! clipping → AdamW on the policy only); per epoch, validation, early stopping and a
+//! resumable checkpoint; at the end, the test evaluation of the selected model.
 //!
 //! Exact resume: the data order of epoch e is `epoch_order(train, seed, e)`, augmentation is
 //! seeded per (seed, epoch, image) by fairpo-data, and the objective's random choices at
 //! step s come from [`step_rng`]`(seed, s)`; so a checkpoint only needs the model and
 //! optimizer records, the scheduler state, the epoch, the batches done in it and the step.
 //!
-//! Multi-GPU (not implemented): the step is written for one device. Data parallelism would
-//! plug in around `optim.step`: one `HiddenSource`/policy replica per device, each on a
-//! shard of the batch, their `GradientsParams` combined with burn's
-//! `MultiGradientsParams` + `Optimizer::step_multi` (burn-optim) or burn-collective's
-//! all-reduce, and the two group-loss values averaged across replicas before the
-//! scheduler step so every replica uses the same α.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
