@@ -82,7 +82,7 @@ pub fn evaluate_split<B: Backend>(
     for item in hidden.batches(loader, split_key, indices, 0, settings.batch_size)? {
         let (h, targets) = item?;
         let logits = policy.forward(h);
-        let probs = crate::trainer::probabilities(logits);
+        let probs = probabilities(logits);
         acc.push(&probs, &targets).context("collecting scores")?;
     }
     let report = acc
@@ -168,4 +168,13 @@ pub fn write_metrics_json(
     };
     fairpo_io::write_json_atomic(path, &file)?;
     Ok(())
+}
+
+/// Scores `[N,T]` (f32 probabilities) from logits.
+pub fn probabilities<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
+    burn::tensor::activation::sigmoid(logits)
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data")
 }

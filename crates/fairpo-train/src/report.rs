@@ -84,13 +84,18 @@ fn smooth(points: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
     out
 }
 
+/// `0.8123` → `"81.23"`, missing → `"–"`.
+pub fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_string(), |v| format!("{:.2}", 100.0 * v))
+}
+
 fn p(v: Option<f64>) -> String {
-    crate::trainer::pct(v)
+    pct(v)
 }
 
 /// Writes `report.md` and `plots/*.svg` of a finished run.
 pub fn write_run_report(paths: &RunPaths) -> Result<PathBuf> {
-    let summary: RunSummary = crate::trainer::read_summary(paths)?;
+    let summary: RunSummary = crate::run::read_summary(paths)?;
     let m = read_metrics(&paths.metrics())?;
     let log = read_log(&paths.log()).map_err(anyhow::Error::msg)?;
     let plots_dir = paths.plots();

@@ -249,6 +249,14 @@ pub fn read_log(path: &Path) -> Result<LogContents, String> {
     Ok(out)
 }
 
+/// Reads a run's `run.json`.
+pub fn read_summary(paths: &RunPaths) -> anyhow::Result<RunSummary> {
+    use anyhow::Context;
+    let p = paths.run_json();
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: invalid run summary", p.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@
 //! seeded per (seed, epoch, image) by fairpo-data, and the objective's random choices at
 //! step s come from [`step_rng`]`(seed, s)`; so a checkpoint only needs the model and
 //! optimizer records, the scheduler state, the epoch, the batches done in it and the step.
-//!
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +22,6 @@ use burn::tensor::backend::AutodiffBackend;
 use fairpo_data::{BatchLoader, DataSplits, Dataset, LoaderConfig};
 use fairpo_grpo::SchedulerState;
 use fairpo_heads::{Heads, HeadsConfig};
-use fairpo_io::Matrix;
 use fairpo_metrics::Partition;
 use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig, ViTTail};
 use rand::SeedableRng;
@@ -35,6 +33,7 @@ use crate::early_stop::{EarlyStopping, EpochVerdict};
 use crate::evaluate::{self, Evaluation};
 use crate::hidden::HiddenSource;
 use crate::model::{self, ModelMeta, Policy};
+use crate::report;
 use crate::run::{EpochLine, GroupValues, JsonLog, RunPaths, RunSummary, StepLine};
 use crate::step::{self, Pairs, StepSettings};
 
@@ -324,7 +323,7 @@ fn load_reference<IB: Backend>(
             model_path.display()
         );
     }
-    let summary = read_summary(&rp)?;
+    let summary = crate::run::read_summary(&rp)?;
     if summary.labels.len() != labels.len() {
         bail!(
             "reference = {}: it has {} labels, this run has {}: a reference must be trained on the same label set",
@@ -370,13 +369,6 @@ fn load_reference<IB: Backend>(
         tail: ref_tail,
         heads: fm.heads,
     })
-}
-
-/// Reads a run's `run.json`.
-pub fn read_summary(paths: &RunPaths) -> Result<RunSummary> {
-    let p = paths.run_json();
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: invalid run summary", p.display()))
 }
 
 fn loader(
@@ -840,9 +832,9 @@ pub fn train<B: AutodiffBackend>(
             epoch + 1,
             cfg.train.epochs,
             train_loss,
-            pct(g.all.map),
-            pct(g.privileged.map),
-            pct(g.non_privileged.map),
+            report::pct(g.all.map),
+            report::pct(g.privileged.map),
+            report::pct(g.non_privileged.map),
             if verdict == EpochVerdict::Improved {
                 " *best*"
             } else {
@@ -897,7 +889,7 @@ pub fn train<B: AutodiffBackend>(
     model::save_model(&paths.model(), &meta, vit, best.heads.clone())?;
     let secs = state.train_seconds + wall.elapsed().as_secs_f64();
     fairpo_io::write_json_atomic(paths.run_json(), &summary(true, best_epoch, secs))?;
-    crate::report::write_run_report(&paths).context("writing report.md")?;
+    report::write_run_report(&paths).context("writing report.md")?;
     tracing::info!(
         "finished in {secs:.1} s; report: {}",
         paths.report().display()
@@ -906,11 +898,6 @@ pub fn train<B: AutodiffBackend>(
         run_dir: paths.root.clone(),
         test: Box::new(test),
     })
-}
-
-/// `0.8123` → `"81.23"`, missing → `"–"`.
-pub fn pct(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".to_string(), |v| format!("{:.2}", 100.0 * v))
 }
 
 fn progress_bar(len: u64, prefix: &str) -> indicatif::ProgressBar {
@@ -924,20 +911,6 @@ fn progress_bar(len: u64, prefix: &str) -> indicatif::ProgressBar {
     );
     pb.set_prefix(prefix.to_string());
     pb
-}
-
-/// Builds scores `[N,T]` (f32 probabilities) from logits.
-pub fn probabilities<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
-    burn::tensor::activation::sigmoid(logits)
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data")
-}
-
-/// Helper for tests and eval: a matrix from rows.
-pub fn matrix_from(rows: usize, cols: usize, data: Vec<f32>) -> Matrix<f32> {
-    Matrix { rows, cols, data }
 }
 
 #[cfg(test)]

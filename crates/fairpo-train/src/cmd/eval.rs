@@ -45,7 +45,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let cfg_text = std::fs::read_to_string(paths.config())
         .with_context(|| format!("reading {}", paths.config().display()))?;
     let cfg = RunConfig::from_toml_str(&cfg_text, &paths.config().display().to_string())?;
-    let summary = crate::trainer::read_summary(&paths)?;
+    let summary = crate::run::read_summary(&paths)?;
     let partition = Partition::load(paths.partition())?;
     let spec: DeviceSpec = args.device.parse()?;
     run_on(
