@@ -24,10 +24,9 @@
 //!
 //! Randomness: the confusing labels (and, for `label_sampling = "one"`, the label per instance)
 //! are drawn on the host from the detached logits by [`PairPlan::sample`] with the caller's RNG
-//! (any `rand::Rng`; the trainer uses `rand_chacha::ChaCha8Rng`, whose exact state is
-//! reconstructible from `get_seed()`, `get_stream()` and `get_word_pos()` — store those three in
-//! a checkpoint and call `set_word_pos` after re-seeding to resume the same stream). Tests and
-//! reference fixtures pass explicit choices through [`compute_with_plan`].
+//! (any `rand::Rng`; the trainer seeds a fresh `rand_chacha::ChaCha8Rng` from (seed, step) for
+//! every step, so a resumed run draws what an uninterrupted one would). Tests and reference
+//! fixtures pass explicit choices through [`compute_with_plan`].
 
 mod config;
 mod plan;

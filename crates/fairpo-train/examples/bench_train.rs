@@ -143,8 +143,11 @@ fn coco_step(steps: usize) -> anyhow::Result<()> {
             .with_seed(2)
             .init::<Inner>(&device),
     };
-    let mut train = fairpo_train::config::TrainSettings::default();
-    train.lr = 1e-4; // as bench/train.py: AdamW lr 1e-4, weight decay 0.01, global-norm clipping at 1
+    // As bench/train.py: AdamW lr 1e-4, weight decay 0.01, global-norm clipping at 1.
+    let train = fairpo_train::config::TrainSettings {
+        lr: 1e-4,
+        ..Default::default()
+    };
     let mut optim = step::adamw(&train).init::<Ad, Policy<Ad>>();
     let mut scheduler = fairpo_grpo::SchedulerConfig::default().init(2)?;
     let objective = ObjectiveConfig::default(); // FairPO-CPO, COCO Table 5 values

@@ -62,11 +62,6 @@ impl Container {
             .ok_or_else(|| ContainerError::Missing(name.to_string()))
     }
 
-    /// Whether a section exists.
-    pub fn contains(&self, name: &str) -> bool {
-        self.sections.contains_key(name)
-    }
-
     /// Serialises the container.
     pub fn encode(&self) -> Vec<u8> {
         let total: usize = self

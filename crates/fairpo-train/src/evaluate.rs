@@ -75,7 +75,6 @@ pub fn evaluate_split<B: Backend>(
     indices: &[usize],
     partition: &Partition,
     settings: &Settings,
-    _device: &B::Device,
 ) -> Result<Evaluation> {
     let t = partition.num_labels();
     let mut acc = MetricsAccumulator::new(t);

@@ -117,11 +117,6 @@ impl<B: Backend> HiddenSource<B> {
         })
     }
 
-    /// Whether the feature cache is in use.
-    pub fn caching(&self) -> bool {
-        self.cache.is_some()
-    }
-
     /// Gives the trunk back (e.g. to join it with the tail for the final model).
     pub fn into_trunk(self) -> ViTTrunk<B> {
         self.trunk

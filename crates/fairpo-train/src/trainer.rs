@@ -805,7 +805,6 @@ pub fn train<B: AutodiffBackend>(
             &sel_indices,
             &partition,
             &eval_settings,
-            device,
         )?;
         let select_value = eval.select_value(&cfg.train).unwrap_or(f64::NAN);
         let verdict = state.early.observe(epoch, select_value);
@@ -876,7 +875,6 @@ pub fn train<B: AutodiffBackend>(
         &test_indices,
         &partition,
         &eval_settings,
-        device,
     )?;
     evaluate::write_outputs(&paths, &test, &cfg, best_epoch, sel_name)?;
     let trunk = hidden.into_trunk();

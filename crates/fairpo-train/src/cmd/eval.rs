@@ -123,7 +123,6 @@ impl BackendTask for EvalTask {
             &indices,
             &partition,
             &settings,
-            device,
         )?;
         let out = paths.root.join(format!("eval-{}.json", args.split));
         evaluate::write_metrics_json(
