@@ -168,7 +168,7 @@ fn coco_step(steps: usize) -> anyhow::Result<()> {
         let hidden = trunk.forward(pixels.clone());
         let _ = hidden.clone().into_data(); // sync so the split timing is honest
         let t1 = Instant::now();
-        let mut rng = trainer::step_rng(42, step_no as u64);
+        let mut rng = fairpo_train::step::step_rng(42, step_no as u64);
         (policy, _) = step::train_step(
             policy,
             &mut optim,

@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: the run configuration (`[data]`, `[model]`, `[objective]`, `[scheduler]`,
 //!   `[train]`), overlays and `--set` overrides ([`tomlx`]).
-//! - [`trainer`]: the training loop; [`hidden`]: trunk outputs and the feature cache;
+//! - [`trainer`]: the training loop around [`step::train_step`]; [`setup`]: backbone, policy and
+//!   reference; [`checkpoint`]: resumable state; [`hidden`]: trunk outputs and the feature cache;
 //!   [`model`]: the trainable policy and finished-model files; [`evaluate`]: inference +
 //!   metrics; [`early_stop`]; [`container`]: the checkpoint file format; [`run`]: the run
 //!   folder and `log.jsonl`; [`clip`]: global-norm gradient clipping.
@@ -13,6 +14,7 @@
 //! --overwrite] [--device cpu|cuda:N]`, `fairpo eval --run runs/X [--split test|val]`,
 //! `fairpo report runs/A runs/B ... [--out DIR]`; `cargo xtask train demo-cpo` runs the demo.
 
+pub mod checkpoint;
 pub mod clip;
 pub mod cmd;
 pub mod config;
@@ -27,6 +29,7 @@ pub mod paper;
 pub mod plots;
 pub mod report;
 pub mod run;
+pub mod setup;
 pub mod step;
 pub mod tomlx;
 pub mod trainer;

@@ -235,7 +235,7 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
                 .map(|v| usize::try_from(v.as_i64().unwrap()).ok())
                 .collect(),
         });
-        let mut rng = fairpo_train::trainer::step_rng(0, s as u64);
+        let mut rng = fairpo_train::step::step_rng(0, s as u64);
         let pairs = match &plan {
             Some(p) => Pairs::Plan(p),
             None => Pairs::Draw(&mut rng),
