@@ -30,7 +30,7 @@ pub fn run(epochs: usize, seeds: &[u64]) -> Result<()> {
     if epochs < LAST {
         bail!("--epochs must be at least {LAST}");
     }
-    crate::ensure_demo_data(Path::new("data/demo"))?;
+    crate::runs::ensure_demo_data(Path::new("data/demo"))?;
     let mut summary = format!(
         "| seed | fairpo mAP all, mean of the last {LAST} epochs | PyTorch | fairpo − PyTorch |\n|---|---|---|---|\n"
     );
@@ -78,7 +78,7 @@ fn one_seed(epochs: usize, seed: u64) -> Result<(Vec<EpochRow>, Vec<EpochRow>)> 
     let config = dir.join("fairpo.toml");
     std::fs::write(&config, fairpo_config(&dir, &run_dir, epochs, seed))
         .with_context(|| format!("writing {}", config.display()))?;
-    crate::fairpo(&[
+    crate::runs::fairpo(&[
         "train".into(),
         "--config".into(),
         config.display().to_string(),
@@ -131,7 +131,7 @@ fn one_seed(epochs: usize, seed: u64) -> Result<(Vec<EpochRow>, Vec<EpochRow>)> 
 }
 
 fn fairpo_config(dir: &Path, run_dir: &Path, epochs: usize, seed: u64) -> String {
-    let s = |p: &Path| crate::toml_string(&p.display().to_string());
+    let s = |p: &Path| crate::runs::toml_string(&p.display().to_string());
     format!(
         "# Written by `cargo xtask parity`: the PyTorch side's start, trained as it trains.\n\
          name = {name}\nrun_dir = {run}\n\n[data]\nformat = \"coco\"\nroot = \"data/demo\"\n\
@@ -139,7 +139,7 @@ fn fairpo_config(dir: &Path, run_dir: &Path, epochs: usize, seed: u64) -> String
          heads_file = {heads}\ntrainable_layers = \"all\"\n\n[objective]\nmethod = \"bce\"\n\n\
          [train]\nlr = 1e-3\nweight_decay = 0.01\nadam_epsilon = 1e-8\ngrad_clip = 1.0\n\
          batch_size = 32\nepochs = {epochs}\npatience = 0\nseed = {seed}\n",
-        name = crate::toml_string(&format!("parity-seed{seed}")),
+        name = crate::runs::toml_string(&format!("parity-seed{seed}")),
         run = s(run_dir),
         backbone = s(&dir.join("init")),
         heads = s(&dir.join("init_heads.safetensors")),

@@ -1,0 +1,71 @@
+//! Command-line options of `cargo xtask`.
+
+use anyhow::{bail, Context, Result};
+
+use crate::USAGE;
+
+/// The options every command shares.
+#[derive(Default)]
+pub struct Opts {
+    pub positional: Vec<String>,
+    pub seed: Option<u64>,
+    pub seeds: Option<u64>,
+    pub epochs: Option<usize>,
+    pub dataset: Option<String>,
+    pub sets: Vec<String>,
+    pub fresh: bool,
+}
+
+impl Opts {
+    /// Parses the arguments after the command name.
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut o = Opts::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+            match a.as_str() {
+                "--seed" => {
+                    o.seed = Some(
+                        value("--seed")?
+                            .parse()
+                            .context("--seed: expected an integer")?,
+                    )
+                }
+                "--seeds" => {
+                    o.seeds = Some(
+                        value("--seeds")?
+                            .parse()
+                            .context("--seeds: expected an integer")?,
+                    )
+                }
+                "--epochs" => {
+                    o.epochs = Some(
+                        value("--epochs")?
+                            .parse()
+                            .context("--epochs: expected an integer")?,
+                    )
+                }
+                "--dataset" => {
+                    let d = value("--dataset")?.clone();
+                    if !["demo", "coco", "nus"].contains(&d.as_str()) {
+                        bail!("--dataset: expected demo, coco or nus, got {d:?}");
+                    }
+                    o.dataset = Some(d);
+                }
+                "--set" => o.sets.push(value("--set")?.clone()),
+                "--fresh" => o.fresh = true,
+                s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),
+                s => o.positional.push(s.to_string()),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// The seeds a study runs: `--seeds N` gives 0..N, else the presets' own seed.
+pub fn seeds(o: &Opts) -> Vec<Option<u64>> {
+    match o.seeds {
+        None | Some(0) | Some(1) => vec![o.seed],
+        Some(n) => (0..n).map(|i| Some(o.seed.unwrap_or(42) + i)).collect(),
+    }
+}
