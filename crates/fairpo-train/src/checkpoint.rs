@@ -42,6 +42,9 @@ pub struct TrainerState {
     pub done: bool,
     /// Seed the run was started with (pair sampling streams derive from it and the step).
     pub seed: u64,
+    /// Steps each group's weight has spent below the collapse floor.
+    #[serde(default)]
+    pub collapse: crate::collapse::CollapseWatch,
 }
 
 pub fn save_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
@@ -189,6 +192,7 @@ mod tests {
             train_seconds: 10.0,
             done: false,
             seed: 42,
+            collapse: Default::default(),
         };
         save_last(&paths, &state, &policy, &optim).unwrap();
 

@@ -17,6 +17,7 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod cmd;
+pub mod collapse;
 pub mod config;
 pub mod container;
 pub mod device;

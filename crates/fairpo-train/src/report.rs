@@ -251,6 +251,18 @@ pub fn write_run_report(paths: &RunPaths) -> Result<PathBuf> {
             p(g.emr)
         );
     }
+    if !log.warnings.is_empty() {
+        let _ = writeln!(md, "\n## Warnings\n");
+        for w in &log.warnings {
+            let _ = writeln!(
+                md,
+                "- step {} (epoch {}): {}",
+                w.step,
+                w.epoch + 1,
+                w.message
+            );
+        }
+    }
     let _ = writeln!(md, "\n## Training\n");
     let _ = writeln!(md, "![group losses](plots/losses.svg)\n");
     if has_alpha {

@@ -223,6 +223,21 @@ pub struct LogContents {
     pub steps: Vec<StepLine>,
     /// Epoch lines.
     pub epochs: Vec<EpochLine>,
+    /// Warning lines.
+    pub warnings: Vec<WarningLine>,
+}
+
+/// Something the run noticed that its user should know (e.g. a collapsed group weight).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WarningLine {
+    /// Always `"warning"`.
+    pub kind: String,
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Global step.
+    pub step: u64,
+    /// What happened, its likely cause and what to change.
+    pub message: String,
 }
 
 /// Reads `log.jsonl`.
@@ -242,6 +257,9 @@ pub fn read_log(path: &Path) -> Result<LogContents, String> {
                 .push(serde_json::from_value(v).map_err(parse_err)?),
             Some("epoch") => out
                 .epochs
+                .push(serde_json::from_value(v).map_err(parse_err)?),
+            Some("warning") => out
+                .warnings
                 .push(serde_json::from_value(v).map_err(parse_err)?),
             _ => {}
         }

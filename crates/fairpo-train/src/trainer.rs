@@ -21,13 +21,14 @@ use fairpo_metrics::Partition;
 use fairpo_vit::ViT;
 
 use crate::checkpoint::{load_best, load_last, save_best, save_last, TrainerState};
+use crate::collapse;
 use crate::config::RunConfig;
 use crate::early_stop::{EarlyStopping, EpochVerdict};
 use crate::evaluate::{self, Evaluation};
 use crate::hidden::HiddenSource;
 use crate::model::{self, ModelMeta, Policy};
 use crate::report;
-use crate::run::{EpochLine, GroupValues, JsonLog, RunPaths, RunSummary, StepLine};
+use crate::run::{EpochLine, GroupValues, JsonLog, RunPaths, RunSummary, StepLine, WarningLine};
 use crate::setup::{
     init_policy, load_backbone, load_reference, resolve_preprocessing, resolve_trainable,
 };
@@ -281,6 +282,7 @@ pub fn train<B: AutodiffBackend>(
         train_seconds: 0.0,
         done: false,
         seed: cfg.train.seed,
+        collapse: Default::default(),
     };
     if opts.resume {
         let p = paths.last_checkpoint();
@@ -359,6 +361,21 @@ pub fn train<B: AutodiffBackend>(
             let values = report.group_losses;
             let loss_value = report.loss;
             let alpha = report.alpha;
+            for g in alpha
+                .as_deref()
+                .map(|a| state.collapse.observe(a))
+                .unwrap_or_default()
+            {
+                let message =
+                    collapse::message(g, state.step + 1, cfg.scheduler.kind, cfg.scheduler.delta);
+                tracing::warn!("{message}");
+                log.write(&WarningLine {
+                    kind: "warning".into(),
+                    epoch,
+                    step: state.step + 1,
+                    message,
+                })?;
+            }
             state.step += 1;
             state.batches_done += 1;
             state.epoch_loss_sum += loss_value;

@@ -8,6 +8,8 @@
 //! - FairPO-CPO raises the privileged labels' test mAP by [`CPO_GAIN`] points over its
 //!   reference on this set, whose rare labels are built to be confused with common ones
 //!   (fairpo-data's demo generator);
+//! - a collapsed group weight (the paper's GRPO δ with copied heads) is warned about in
+//!   `log.jsonl` and `report.md`;
 //! - `label_sampling = "one"`, `train.per_batch`, `select_on = "test"`, early stopping that
 //!   triggers, and the frozen trunk without the trunk-output cache (same scores as with it).
 
@@ -172,6 +174,39 @@ fn every_method_trains_and_the_options_work() {
         map(&cpo, "privileged"),
         map(&m, "privileged")
     );
+
+    // The paper's δ = 1e-6 with heads copied from the reference switches P off; the trainer
+    // says so in the log and the report. The δ = 0.1 run above has no such warning.
+    let cfg = config(
+        dir,
+        "cpo-paper-delta",
+        &from_sft("cpo", "[scheduler]\nkind = \"grpo\"\ndelta = 1e-6"),
+        "epochs = 5\npatience = 0\nlr = 2e-3",
+    );
+    run_ok(
+        &["train", "--config", &cfg],
+        dir,
+        "cpo with the paper's delta",
+    );
+    let warnings = |run: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join("runs").join(run).join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"warning\""))
+            .map(String::from)
+            .collect()
+    };
+    let w = warnings("cpo-paper-delta");
+    assert!(
+        w.len() == 1 && w[0].contains("privileged (P)") && w[0].contains("scheduler.delta = 1e-6"),
+        "{w:?}"
+    );
+    let report = std::fs::read_to_string(dir.join("runs/cpo-paper-delta/report.md")).unwrap();
+    assert!(
+        report.contains("## Warnings") && report.contains("stopped training"),
+        "{report}"
+    );
+    assert!(warnings("cpo").is_empty(), "{:?}", warnings("cpo"));
 
     // The frozen trunk without the trunk-output cache computes the same run.
     let cfg = config(
