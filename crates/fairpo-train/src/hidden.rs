@@ -95,7 +95,7 @@ impl<B: Backend> HiddenSource<B> {
             h.update(trunk_fingerprint.as_bytes());
             h.update(serde_json::to_vec(&cfg.data.preprocess)?);
             h.update(trainable_layers.to_le_bytes());
-            let base_key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let base_key = crate::features::hex(&h.finalize());
             Some(CacheSettings {
                 dir: cfg.train.cache_dir.clone(),
                 base_key,
@@ -154,12 +154,7 @@ impl<B: Backend> HiddenSource<B> {
                 h.update(p.to_string_lossy().as_bytes());
                 h.update([0u8]);
             }
-            let key: String = h
-                .finalize()
-                .iter()
-                .take(16)
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let key = crate::features::hex(&h.finalize()[..16]);
             let file = cs.dir.join(format!("{key}.npy"));
             let mut entry = CachedSplit {
                 data: Vec::new(),

@@ -222,7 +222,7 @@ pub fn trunk_fingerprint<B: Backend>(trunk: &ViTTrunk<B>) -> String {
     trunk.visit(&mut h);
     h.0.update(format!("layers={}", trunk.num_layers()).as_bytes());
     let digest = h.0.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::features::hex(&digest)
 }
 
 /// The tiny ViT of the crate's unit tests: 2 layers, D = 16, 8x8 pixels in 4x4 patches.

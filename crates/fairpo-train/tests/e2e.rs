@@ -5,8 +5,6 @@
 //! Sizes are chosen for speed (200 images of 16 px, a 2-layer ViT of width 32, 2 epochs):
 //! the whole file runs in seconds in the dev profile.
 
-#[path = "../crates/fairpo-train/tests/common/mod.rs"]
-#[allow(dead_code)] // each test crate uses only some of the helpers
 mod common;
 
 use std::path::{Path, PathBuf};
