@@ -6,7 +6,8 @@
 //!
 //! - [`SchedulerKind::Grpo`] (section 3.5, mirror ascent with loss scaling):
 //!   `scaled_g = (L_g - avg_g) / (|avg_g| + delta)` where `avg_g` is the running average of the
-//!   earlier steps' losses (on the first step `avg_g = L_g`, so `scaled_g = 0`);
+//!   earlier steps' losses (on the first step `avg_g = L_g`, so `scaled_g = 0`; with
+//!   `first_step = "raw_loss"`, as the paper's released code, `scaled_g = L_g` on that step);
 //!   `alpha_g <- alpha_g * exp(clamp(eta_alpha * scaled_g, -clamp, clamp))`, normalise, then
 //!   `avg_g <- rho * avg_g + (1 - rho) * L_g`.
 //!   The paper writes `(L - avg)/(avg + delta)`; all FairPO group losses are non-negative, so
@@ -43,6 +44,7 @@ pub enum SchedulerKind {
 /// delta = 1e-6       # scaling stabiliser (GRPO only)
 /// clamp = 10.0       # bound on |eta_alpha * scaled loss| (GRPO only)
 /// # weights = [0.5, 0.5]  # initial weights (GRPO/GDRO) or the constant ones (fixed); default uniform
+/// first_step = "zero" # GRPO's first step: "zero" (weights stay) or "raw_loss" (released code)
 /// ```
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +62,21 @@ pub struct SchedulerConfig {
     /// Initial weights (GRPO, GDRO) or the constant weights (fixed), one per group; they are
     /// normalised to sum 1. `None` (default) = uniform over the groups.
     pub weights: Option<Vec<f64>>,
+    /// GRPO's first step, before any running average exists: `"zero"` (default) scales the
+    /// losses against themselves, so the weights do not move; `"raw_loss"` uses the raw losses
+    /// as the scaled values, as the paper's released code does.
+    pub first_step: FirstStep,
+}
+
+/// What GRPO's first step scales (`[scheduler] first_step`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstStep {
+    /// `scaled_g = 0`: the running average starts at the first losses.
+    #[default]
+    Zero,
+    /// `scaled_g = L_g` (the released code).
+    RawLoss,
 }
 
 impl Default for SchedulerConfig {
@@ -71,6 +88,7 @@ impl Default for SchedulerConfig {
             delta: 1e-6,
             clamp: 10.0,
             weights: None,
+            first_step: FirstStep::Zero,
         }
     }
 }
@@ -220,6 +238,7 @@ impl Scheduler {
                 self.state.alpha = softmax(&logits);
             }
             SchedulerKind::Grpo => {
+                let first = self.state.running_avg.is_none();
                 let avg = self
                     .state
                     .running_avg
@@ -227,7 +246,11 @@ impl Scheduler {
                     .unwrap_or_else(|| losses.to_vec());
                 let logits: Vec<f64> = (0..n)
                     .map(|g| {
-                        let scaled = (losses[g] - avg[g]) / (avg[g].abs() + c.delta);
+                        let scaled = if first && c.first_step == FirstStep::RawLoss {
+                            losses[g]
+                        } else {
+                            (losses[g] - avg[g]) / (avg[g].abs() + c.delta)
+                        };
                         self.state.alpha[g].ln() + (c.eta_alpha * scaled).clamp(-c.clamp, c.clamp)
                     })
                     .collect();
@@ -323,6 +346,21 @@ mod tests {
         close(&s.step(&[1.1, 4.0]), &want, 1e-12);
         close(s.state().running_avg.as_ref().unwrap(), &[1.1, 2.2], 1e-12);
         assert_eq!(s.state().steps, 3);
+    }
+
+    #[test]
+    fn grpo_first_step_raw_loss_by_hand() {
+        let cfg = SchedulerConfig {
+            first_step: FirstStep::RawLoss,
+            ..Default::default()
+        };
+        let mut s = cfg.init(2).unwrap();
+        // Step 1: scaled = raw losses 1 and 2: alpha ∝ 0.5·e^{0.05}, 0.5·e^{0.1}.
+        let (a, b) = ((0.05f64).exp(), (0.1f64).exp());
+        close(&s.step(&[1.0, 2.0]), &[a / (a + b), b / (a + b)], 1e-15);
+        close(s.state().running_avg.as_ref().unwrap(), &[1.0, 2.0], 1e-15);
+        // Step 2 is the usual rule (the same losses: no change).
+        close(&s.step(&[1.0, 2.0]), &[a / (a + b), b / (a + b)], 1e-12);
     }
 
     #[test]

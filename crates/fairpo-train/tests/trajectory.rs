@@ -187,7 +187,7 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
                     rho: g["rho"].as_f64().unwrap(),
                     delta: g["delta"].as_f64().unwrap(),
                     clamp: g["clamp"].as_f64().unwrap(),
-                    weights: None,
+                    ..SchedulerConfig::default()
                 },
             )
         }
