@@ -163,6 +163,10 @@ pub struct ModelConfig {
     /// must match the labels, the backbone width and `heads_hidden`. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heads_file: Option<PathBuf>,
+    /// Apply the `backbone` folder's `preprocessor_config.json` (size, resample, mean, std)
+    /// over `[data.preprocess]`. Default true; the `configs/preprocess/paper.toml` and
+    /// `released-code.toml` overlays turn it off to use their own settings.
+    pub backbone_preprocessing: bool,
     /// Encoder layers trained, counted from the top: a number (paper: 1) or `"all"`.
     pub trainable_layers: TrainableLayers,
     /// Hidden widths of each label's MLP head (paper E.2: `[256, 64, 16, 4]`).
@@ -177,6 +181,7 @@ impl Default for ModelConfig {
             init_from: None,
             init_heads: None,
             heads_file: None,
+            backbone_preprocessing: true,
             trainable_layers: TrainableLayers::Last(1),
             heads_hidden: vec![256, 64, 16, 4],
         }

@@ -186,10 +186,14 @@ pub fn init_policy<B: Backend>(
     ))
 }
 
-/// Applies the `model.backbone` folder's `preprocessor_config.json`, when it has one, to
+/// Applies the `model.backbone` folder's `preprocessor_config.json`, when it has one and
+/// `model.backbone_preprocessing` is on, to
 /// `data.preprocess` (also with `init_from`: a `backbone` named beside it supplies the
 /// preprocessing both runs share).
 pub fn resolve_preprocessing(cfg: &mut RunConfig) -> Result<()> {
+    if !cfg.model.backbone_preprocessing {
+        return Ok(());
+    }
     if let Some(dir) = &cfg.model.backbone {
         let pp = dir.join("preprocessor_config.json");
         if pp.is_file() {
@@ -362,6 +366,59 @@ mod tests {
         cfg.model.heads_hidden = vec![8];
         let err = policy_logits(&cfg, &labels).unwrap_err().to_string();
         assert!(err.contains("model.heads_hidden"), "{err}");
+    }
+
+    /// The backbone's `preprocessor_config.json` is applied unless an overlay of
+    /// `configs/preprocess/` turns it off; each overlay resolves to what its comment states.
+    #[test]
+    fn preprocessing_overlays_resolve_as_documented() {
+        use fairpo_data::preprocess::ResizeMode;
+        use fairpo_data::ResampleFilter;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("preprocessor_config.json"),
+            r#"{"size": {"height": 224, "width": 224}, "resample": 2, "image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6]}"#,
+        )
+        .unwrap();
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let resolved = |overlay: Option<&str>| {
+            let mut paths = vec![configs.join("coco-sft.toml")];
+            paths.extend(overlay.map(|o| configs.join("preprocess").join(o)));
+            let backbone = format!("model.backbone={:?}", dir.path().display().to_string());
+            let mut cfg = RunConfig::load(&paths, &[backbone]).unwrap();
+            resolve_preprocessing(&mut cfg).unwrap();
+            cfg.data.preprocess
+        };
+        let from_file = resolved(None);
+        assert_eq!(
+            (from_file.mean, from_file.std),
+            ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+        );
+        let ck = resolved(Some("checkpoint.toml"));
+        assert_eq!(
+            (ck.mean, ck.std, ck.resize),
+            ([0.5; 3], [0.5; 3], ResizeMode::Direct)
+        );
+        let paper = resolved(Some("paper.toml"));
+        assert_eq!(
+            (paper.mean, paper.std),
+            ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        );
+        assert_eq!(
+            (paper.resize, paper.filter),
+            (ResizeMode::Direct, ResampleFilter::Bilinear)
+        );
+        let rc = resolved(Some("released-code.toml"));
+        assert_eq!(rc.mean, [0.485, 0.456, 0.406]);
+        assert_eq!(
+            (rc.resize, rc.resize_shorter, rc.filter, rc.size),
+            (
+                ResizeMode::ShorterSideCrop,
+                Some(256),
+                ResampleFilter::Bicubic,
+                224
+            )
+        );
     }
 
     #[test]
