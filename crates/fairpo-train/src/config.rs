@@ -690,6 +690,14 @@ mod tests {
                 assert!(cfg.model.heads_from_init(), "{}", p.display());
             }
         }
+        let mut overlays = overlays;
+        for sub in ["compat", "preprocess"] {
+            overlays.extend(
+                std::fs::read_dir(dir.join(sub))
+                    .unwrap()
+                    .map(|e| e.unwrap().path()),
+            );
+        }
         for o in &overlays {
             let cfg = RunConfig::load(&[dir.join("demo-cpo.toml"), o.clone()], &[])
                 .unwrap_or_else(|e| panic!("{e}"));
