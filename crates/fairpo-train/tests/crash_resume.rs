@@ -12,18 +12,7 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use common::{fairpo, fairpo_command};
-
-fn run_ok(args: &[&str], dir: &Path, what: &str) {
-    let out = fairpo(args, dir);
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{fairpo, fairpo_command, run_ok};
 
 const MODEL: &str = r#"
 [data]

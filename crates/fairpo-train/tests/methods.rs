@@ -17,7 +17,7 @@ mod common;
 
 use std::path::Path;
 
-use common::fairpo;
+use common::run_ok;
 
 /// Margin (mAP points) above chance that BCE-SFT must reach. Measured: 55.1 against a chance
 /// level of 13.2 (the `sft:` line this test prints); 20 leaves room for rounding changes while
@@ -26,18 +26,6 @@ const ABOVE_CHANCE: f64 = 20.0;
 /// Privileged-mAP gain (points) FairPO-CPO must make over its reference. Measured: +12.9
 /// (35.8 → 48.7).
 const CPO_GAIN: f64 = 5.0;
-
-fn run_ok(args: &[&str], dir: &Path, what: &str) -> String {
-    let out = fairpo(args, dir);
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn config(dir: &Path, name: &str, body: &str, train: &str) -> String {
     let p = dir.join(format!("{name}.toml"));

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests that run the `fairpo` binary.
 
+// Each test crate uses only some of these.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -15,4 +18,18 @@ pub fn fairpo(args: &[&str], cwd: &Path) -> Output {
     fairpo_command(args, cwd)
         .output()
         .expect("running the fairpo binary")
+}
+
+/// Runs `fairpo ARGS` in `cwd`, failing the test with its output unless it succeeds; returns
+/// its standard output.
+pub fn run_ok(args: &[&str], cwd: &Path, what: &str) -> String {
+    let out = fairpo(args, cwd);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
