@@ -62,7 +62,8 @@ impl Opts {
     }
 }
 
-/// The seeds a study runs: `--seeds N` gives 0..N, else the presets' own seed.
+/// The seeds a study runs: `--seeds N` (N > 1) gives N seeds counting up from `--seed` (default
+/// 42), else the one `--seed` (or the presets' own).
 pub fn seeds(o: &Opts) -> Vec<Option<u64>> {
     match o.seeds {
         None | Some(0) | Some(1) => vec![o.seed],

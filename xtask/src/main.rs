@@ -60,6 +60,7 @@ fn run() -> Result<()> {
         "parity" => {
             let seeds: Vec<u64> = match (opts.seed, opts.seeds) {
                 (Some(s), _) => vec![s],
+                (None, Some(0)) => bail!("--seeds must be at least 1"),
                 (None, n) => (0..n.unwrap_or(3)).collect(),
             };
             parity::run(opts.epochs.unwrap_or(10), &seeds)

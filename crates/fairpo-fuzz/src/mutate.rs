@@ -89,7 +89,7 @@ pub fn mutate(seed: &[u8], other: &[u8], rng: &mut ChaCha8Rng, focus: usize) -> 
                     let e = (s..v.len())
                         .find(|&i| !v[i].is_ascii_digit())
                         .unwrap_or(v.len());
-                    let t = TOKENS[rng.random_range(0..10)];
+                    let t = TOKENS[rng.random_range(0..9)]; // the numeric tokens
                     v.splice(s..e, t.iter().copied());
                 }
             }

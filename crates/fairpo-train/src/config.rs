@@ -451,6 +451,12 @@ impl RunConfig {
                 "\"init_from\" copies the heads of the `model.init_from` run, which is not set; set `init_from = \"runs/<run>\"` or `init_heads = \"fresh\"`".into(),
             );
         }
+        if m.heads_file.is_some() && m.heads_from_init() {
+            return bad(
+                "model.heads_file",
+                "the heads would come both from this file and from the model.init_from run; set model.init_heads = \"fresh\" to take them from the file".into(),
+            );
+        }
         if m.heads_hidden.contains(&0) {
             return bad("model.heads_hidden", "widths must be >= 1".into());
         }
@@ -525,6 +531,16 @@ mod tests {
         );
         let e = err("[objective]\nmethod = \"cpo\"\n[scheduler]\nkind = \"gdro\"\n");
         assert!(e.contains("scheduler.kind") && e.contains("grpo"), "{e}");
+        let e = RunConfig::from_toml_str(
+            "name = \"t\"\n[model]\ninit_from = \"runs/x\"\nheads_file = \"h.safetensors\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("model.heads_file") && e.contains("init_heads"),
+            "{e}"
+        );
         // The pairings the presets use are accepted.
         for ok in [
             "[objective]\nmethod = \"gdro\"\n[scheduler]\nkind = \"gdro\"\n",

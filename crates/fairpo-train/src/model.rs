@@ -110,6 +110,19 @@ pub fn load_model<B: Backend>(
     let mut c = Container::decode(&bytes).map_err(|e| fmt(e.to_string()))?;
     let meta: ModelMeta = serde_json::from_slice(c.get("meta").map_err(|e| fmt(e.to_string()))?)
         .map_err(|e| fmt(format!("bad meta: {e}")))?;
+    // A record holds at least 4 bytes per f32 parameter: a meta claiming more than the file
+    // can hold is corrupt, and must not be allocated first.
+    let vit_bytes = c.get("vit").map_err(|e| fmt(e.to_string()))?.len() as u64;
+    if meta
+        .vit
+        .num_parameters()
+        .is_none_or(|n| n.saturating_mul(4) > vit_bytes)
+    {
+        return Err(fmt(format!(
+            "bad meta: its backbone has {:?} parameters, more than the {vit_bytes}-byte record holds",
+            meta.vit.num_parameters()
+        )));
+    }
     let vit = meta
         .vit
         .try_init::<B>(device)

@@ -123,9 +123,6 @@ pub fn init_policy<B: Backend>(
         .with_hidden(cfg.model.heads_hidden.clone())
         .with_seed(cfg.train.seed);
     if let Some(file) = &cfg.model.heads_file {
-        if cfg.model.heads_from_init() {
-            bail!("model.heads_file and heads copied from model.init_from exclude each other; set model.init_heads = \"fresh\" to take the heads from the file");
-        }
         let (heads, file_cfg) = model::read_heads_safetensors::<B>(file, device)
             .with_context(|| format!("model.heads_file = {}", file.display()))?;
         if file_cfg.num_labels != labels.len()
@@ -146,7 +143,9 @@ pub fn init_policy<B: Backend>(
         return Ok((Policy { tail, heads }, heads_cfg));
     }
     if !cfg.model.heads_from_init() {
-        let heads = heads_cfg.init::<B>(device);
+        let heads = heads_cfg
+            .try_init::<B>(device)
+            .map_err(|e| anyhow!("model.heads_hidden: {e}"))?;
         return Ok((Policy { tail, heads }, heads_cfg));
     }
     let init = init_heads.ok_or_else(|| {

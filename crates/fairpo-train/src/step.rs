@@ -10,7 +10,7 @@ use fairpo_grpo::Scheduler;
 use fairpo_objectives::{Diagnostics, ObjectiveConfig, ObjectiveInputs, PairPlan};
 use rand::SeedableRng;
 
-use crate::clip::{clip_global_norm, global_grad_norm, ClipScope};
+use crate::clip::{clip_global_norm, ClipScope};
 use crate::config::TrainSettings;
 use crate::model::Policy;
 
@@ -88,8 +88,9 @@ pub struct StepReport {
     /// The group weights used in this step's loss (after the scheduler's step), when the
     /// method uses them.
     pub alpha: Option<Vec<f64>>,
-    /// Global L2 norm of the gradients before clipping.
-    pub grad_norm: f64,
+    /// Global L2 norm of the gradients before clipping, when global-norm clipping computed it
+    /// (otherwise not computed: it costs a reduction and a host read per step).
+    pub grad_norm: Option<f64>,
     /// The objective's pair counts.
     pub diagnostics: Diagnostics,
 }
@@ -157,11 +158,11 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
     }
     let grads = GradientsParams::from_grads(loss.backward(), &policy);
     let (grads, grad_norm) = match settings.clip_global {
-        Some(max) => clip_global_norm(&policy, grads, max),
-        None => {
-            let n = global_grad_norm(&policy, &grads);
-            (grads, n)
+        Some(max) => {
+            let (g, n) = clip_global_norm(&policy, grads, max);
+            (g, Some(n))
         }
+        None => (grads, None),
     };
     let policy = optim.step(settings.lr, policy, grads);
     Ok((

@@ -6,7 +6,8 @@
 //! Exact resume: the data order of epoch e is `epoch_order(train, seed, e)`, augmentation is
 //! seeded per (seed, epoch, image) by fairpo-data, and the objective's random choices at
 //! step s come from [`step_rng`]`(seed, s)`; so a checkpoint only needs the model and
-//! optimizer records, the scheduler state, the epoch, the batches done in it and the step.
+//! optimizer records, the scheduler state, the epoch, the batches done in it, the step and the
+//! collapse watch's counters ([`crate::checkpoint::TrainerState`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,11 +154,24 @@ pub fn train<B: AutodiffBackend>(
     let paths = RunPaths::new(cfg.run_dir());
     prepare_run_dir(&paths, opts)?;
     if opts.resume {
-        let saved = std::fs::read_to_string(paths.config())
+        let text = std::fs::read_to_string(paths.config())
             .with_context(|| format!("reading {}", paths.config().display()))?;
-        let mut saved = RunConfig::from_toml_str(&saved, &paths.config().display().to_string())?;
+        let mut saved = RunConfig::from_toml_str(&text, &paths.config().display().to_string())?;
+        if !text.contains("adam_epsilon") {
+            // Written before `train.adam_epsilon` existed: that run's optimiser used burn's
+            // default, and a resume must continue with it.
+            saved.train.adam_epsilon = 1e-5;
+            tracing::warn!(
+                "--resume: {} predates train.adam_epsilon; continuing with the 1e-5 it was started with",
+                paths.config().display()
+            );
+        }
         // The debug stop belongs to this invocation, not to the experiment.
         saved.train.stop_after_steps = cfg.train.stop_after_steps;
+        // Both sides resolved (idempotent), so the comparison sees the same preprocessing and a
+        // run saved before config.toml recorded it resumes with the pixels it started with.
+        resolve_preprocessing(&mut saved)?;
+        resolve_preprocessing(&mut cfg)?;
         if saved != cfg {
             tracing::warn!(
                 "--resume: using the run's saved {} (the config given now differs)",

@@ -426,16 +426,15 @@ pub fn record_from_bytes<B: Backend, M: Module<B>>(
     device: &B::Device,
 ) -> Result<M, String> {
     // burn's recorder and `load_record` panic (rather than return an error) on records whose
-    // ids or lengths do not fit the module: a corrupt or mismatched file must be an error.
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // ids or lengths do not fit the module: a corrupt or mismatched file must be an error. (The
+    // panic hook is left alone, so its message may also be printed; swapping a process-wide
+    // hook here would race with other threads.)
     let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
             .load(bytes, device)
             .map_err(|e| e.to_string())
             .map(|record| module.load_record(record))
     }));
-    std::panic::set_hook(quiet);
     loaded.unwrap_or_else(|p| {
         let why = p
             .downcast_ref::<String>()
