@@ -91,19 +91,10 @@ fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
     let sft = write(
         dir,
         "sft",
-        r#"[model]
-trainable_layers = "all"
-heads_hidden = [16, 4]
-[model.scratch]
-hidden_size = 32
-num_hidden_layers = 2
-num_attention_heads = 2
-intermediate_size = 64
-patch_size = 4
-image_size = 16
-[objective]
-method = "bce"
-"#,
+        &format!(
+            "[model]\ntrainable_layers = \"all\"\nheads_hidden = [16, 4]\n{}\n[objective]\nmethod = \"bce\"\n",
+            common::TINY_SCRATCH_VIT
+        ),
         "epochs = 2",
     );
     run_ok(&["train", "--config", &sft], dir, "sft");

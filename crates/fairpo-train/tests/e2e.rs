@@ -37,15 +37,7 @@ fn fails(out: &Output, what: &str) -> String {
     last
 }
 
-const TINY_MODEL: &str = r#"
-[model.scratch]
-hidden_size = 32
-num_hidden_layers = 2
-num_attention_heads = 2
-intermediate_size = 64
-patch_size = 4
-image_size = 16
-"#;
+const TINY_MODEL: &str = common::TINY_SCRATCH_VIT;
 
 fn write_config(dir: &Path, file: &str, body: &str) -> PathBuf {
     let common = r#"

@@ -87,7 +87,10 @@ fn every_method_trains_and_the_options_work() {
     let sft = config(
         dir,
         "sft",
-        "[model]\ntrainable_layers = \"all\"\nheads_hidden = [32, 8]\n[model.scratch]\nhidden_size = 32\nnum_hidden_layers = 2\nnum_attention_heads = 2\nintermediate_size = 64\npatch_size = 4\nimage_size = 16\n[objective]\nmethod = \"bce\"",
+        &format!(
+            "[model]\ntrainable_layers = \"all\"\nheads_hidden = [32, 8]\n{}\n[objective]\nmethod = \"bce\"",
+            common::TINY_SCRATCH_VIT
+        ),
         "epochs = 12\npatience = 0\nlr = 2e-3",
     );
     run_ok(&["train", "--config", &sft], dir, "sft");

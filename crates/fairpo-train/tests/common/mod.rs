@@ -33,3 +33,14 @@ pub fn run_ok(args: &[&str], cwd: &Path, what: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `[model.scratch]` of the tests' tiny ViT: 2 layers of width 32, 16 px images in 4 px patches.
+pub const TINY_SCRATCH_VIT: &str = r#"
+[model.scratch]
+hidden_size = 32
+num_hidden_layers = 2
+num_attention_heads = 2
+intermediate_size = 64
+patch_size = 4
+image_size = 16
+"#;
