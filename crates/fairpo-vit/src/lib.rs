@@ -21,22 +21,18 @@
 mod alloc;
 mod config;
 mod error;
-mod fast;
-mod flex_layer;
-mod gelu;
+mod kernels;
 mod model;
-mod softmax;
 mod weights;
 
 pub use alloc::mimalloc_keep_freed_memory;
 pub use config::{ImageSize, ModelDir, PreprocessorConfig, ViTConfig, MAX_PARAMETERS};
 pub use error::VitError;
-pub use gelu::{gelu, gelu_derivative_f32, gelu_f32, gelu_in_place};
+pub use kernels::{gelu, gelu_derivative_f32, gelu_f32, gelu_in_place, softmax_last};
 pub use model::{
     cls, patchify, Attention, AttentionKind, Embeddings, Encoder, EncoderLayer, Intermediate,
     Output, PatchEmbeddings, SelfAttention, SelfOutput, ViT, ViTOutput, ViTTail, ViTTrunk,
 };
-pub use softmax::softmax_last;
 pub use weights::{
     hf_key_table, load_checkpoint, load_hf_dir, load_hf_weights, read_tensors, record_from_bytes,
     record_to_bytes, save_checkpoint, KeySpec, LoadedViT, Transform, IGNORED_PREFIXES,

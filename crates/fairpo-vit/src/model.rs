@@ -11,8 +11,7 @@ use burn::tensor::{Distribution, Tensor};
 
 use crate::config::ViTConfig;
 use crate::error::VitError;
-use crate::gelu::gelu;
-use crate::softmax::softmax_last;
+use crate::kernels::{gelu, softmax_last, try_layer_forward, LayerParams};
 
 /// How multi-head attention is computed.
 ///
@@ -21,7 +20,7 @@ use crate::softmax::softmax_last;
 /// sequences, flash-style tiling for long ones; under `Autodiff` burn falls back to the
 /// matmul-softmax form anyway). Both compute the same thing (tested to 1e-5).
 /// `Matmul` is the default. On Flex f32 outside autodiff (the frozen trunk, evaluation,
-/// `fairpo features`) it runs the whole layer as the host kernel of `flex_layer.rs`, whose
+/// `fairpo features`) it runs the whole layer as the host kernel of `kernels/layer.rs`, whose
 /// attention works per (image, head) in cache; `examples/bench_vit.rs` reports both kinds
 /// (ViT-B/16, batch 8, 2 threads: 8.8 img/s vs 5.5 for `Fused`), so the choice can be
 /// revisited per machine/backend (e.g. CUDA).
@@ -234,7 +233,7 @@ pub struct EncoderLayer<B: Backend> {
 
 impl<B: Backend> EncoderLayer<B> {
     /// On Flex f32 (plain or under `Autodiff`) this runs the host kernel of
-    /// `flex_layer.rs` (same maths, fewer passes and allocations; under autodiff one node with
+    /// `kernels/layer.rs` (same maths, fewer passes and allocations; under autodiff one node with
     /// a hand-written backward); elsewhere, burn's ops.
     ///
     /// # Shapes
@@ -242,11 +241,7 @@ impl<B: Backend> EncoderLayer<B> {
     /// - output: `[B, S, D]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         if self.attention.attention.kind == AttentionKind::Matmul {
-            let x = match crate::flex_layer::try_forward(self, x) {
-                Ok(y) => return y,
-                Err(x) => x,
-            };
-            match crate::flex_layer::try_forward_autodiff(self, x) {
+            match try_layer_forward(self.params(), x) {
                 Ok(y) => y,
                 Err(x) => self.forward_generic(x),
             }
@@ -277,9 +272,21 @@ impl<B: Backend> EncoderLayer<B> {
         h + self.output.dense.forward(m)
     }
 
-    /// Epsilon of the two LayerNorms.
-    pub(crate) fn layer_norm_eps(&self) -> f64 {
-        self.layer_norm_eps
+    /// The view of this layer's parameters that the host kernels read.
+    pub(crate) fn params(&self) -> LayerParams<'_, B> {
+        let attention = &self.attention.attention;
+        LayerParams {
+            norm_before: &self.layernorm_before,
+            query: &attention.query,
+            key: &attention.key,
+            value: &attention.value,
+            attn_out: &self.attention.output.dense,
+            norm_after: &self.layernorm_after,
+            mlp_in: &self.intermediate.dense,
+            mlp_out: &self.output.dense,
+            heads: attention.num_heads(),
+            eps: self.layer_norm_eps,
+        }
     }
 
     /// The layer in burn's ops, on any backend.

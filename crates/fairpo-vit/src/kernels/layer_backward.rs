@@ -18,38 +18,40 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Param};
-use burn::nn::Linear;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{
-    attention, contiguous, gemm_into, gemm_to_ptr, head_start, In, Norm, Out, SharedOut, Weights,
-};
-use crate::fast::{cast, lane_dot, lane_sum, CHUNK};
-use crate::gelu::{gelu_derivative_f32, gelu_f32};
-use crate::model::EncoderLayer;
+use super::attention::{attention, attention_backward};
+use super::dispatch::cast;
+use super::gelu::{gelu_derivative_f32, gelu_f32};
+use super::gemm::{gemm_into, In, Out};
+use super::lanes::{lane_dot, lane_sum, CHUNK};
+use super::layer::{contiguous, with_scratch, Norm, Weights};
+use super::LayerParams;
 
 type AD = Autodiff<Flex>;
 
 /// Runs `layer` on `x` with the host kernel when the backend is `Autodiff<Flex>`, everything
 /// is f32 and every bias is present; otherwise gives `x` back.
 pub(crate) fn try_forward<B: Backend>(
-    layer: &EncoderLayer<B>,
+    layer: LayerParams<'_, B>,
     x: Tensor<B, 3>,
 ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
-    let Some(ad) = (layer as &dyn std::any::Any).downcast_ref::<EncoderLayer<AD>>() else {
+    let Some(ad) = layer.downcast::<AD>() else {
         return Err(x);
     };
     if x.dtype() != DType::F32 {
         return Err(x);
     }
-    let Some(weights) = Weights::of(&ad.clone().valid()).filter(Weights::has_every_bias) else {
+    let valid = InnerLayer::of(&ad);
+    let Some(weights) = Weights::of(&valid.params(&ad)).filter(Weights::has_every_bias) else {
         return Err(x);
     };
-    let Some(params) = parameter_tensors(ad) else {
+    let Some(params) = parameter_tensors(&ad) else {
         return Err(x);
     };
     // B is Autodiff<Flex>: the downcast above has shown it.
@@ -74,7 +76,7 @@ pub(crate) fn try_forward<B: Backend>(
         }
         OpsKind::UnTracked(prep) => {
             let mut y = input.to_vec();
-            super::with_scratch(|scratch| weights.forward(&mut y, s, scratch));
+            with_scratch(|scratch| weights.forward(&mut y, s, scratch));
             prep.finish(to_tensor(y, [b, s, d]))
         }
     };
@@ -83,25 +85,64 @@ pub(crate) fn try_forward<B: Backend>(
     )))
 }
 
+/// The layer's modules on the inner backend (`valid()`), owned so that a view can borrow them.
+struct InnerLayer {
+    norms: [LayerNorm<Flex>; 2],
+    dense: [Linear<Flex>; 6],
+}
+
+impl InnerLayer {
+    fn of(layer: &LayerParams<'_, AD>) -> Self {
+        let dense = [
+            layer.query,
+            layer.key,
+            layer.value,
+            layer.attn_out,
+            layer.mlp_in,
+            layer.mlp_out,
+        ];
+        Self {
+            norms: [layer.norm_before, layer.norm_after].map(|n| n.clone().valid()),
+            dense: dense.map(|l| l.clone().valid()),
+        }
+    }
+
+    fn params(&self, layer: &LayerParams<'_, AD>) -> LayerParams<'_, Flex> {
+        let [norm_before, norm_after] = &self.norms;
+        let [query, key, value, attn_out, mlp_in, mlp_out] = &self.dense;
+        LayerParams {
+            norm_before,
+            query,
+            key,
+            value,
+            attn_out,
+            norm_after,
+            mlp_in,
+            mlp_out,
+            heads: layer.heads,
+            eps: layer.eps,
+        }
+    }
+}
+
 /// The layer's 16 parameters as autodiff tensors, in the order of [`Grads::params`]; `None`
 /// when a bias is absent.
-fn parameter_tensors(layer: &EncoderLayer<AD>) -> Option<[FloatTensor<AD>; 16]> {
+fn parameter_tensors(layer: &LayerParams<'_, AD>) -> Option<[FloatTensor<AD>; 16]> {
     fn one(p: &Param<Tensor<AD, 1>>) -> FloatTensor<AD> {
         p.val().into_primitive().tensor()
     }
     fn two(p: &Param<Tensor<AD, 2>>) -> FloatTensor<AD> {
         p.val().into_primitive().tensor()
     }
-    let a = &layer.attention.attention;
     let dense = |l: &Linear<AD>| Some((two(&l.weight), one(l.bias.as_ref()?)));
-    let (wq, bq) = dense(&a.query)?;
-    let (wk, bk) = dense(&a.key)?;
-    let (wv, bv) = dense(&a.value)?;
-    let (wo, bo) = dense(&layer.attention.output.dense)?;
-    let (w1, b1) = dense(&layer.intermediate.dense)?;
-    let (w2, b2) = dense(&layer.output.dense)?;
-    let ln1 = &layer.layernorm_before;
-    let ln2 = &layer.layernorm_after;
+    let (wq, bq) = dense(layer.query)?;
+    let (wk, bk) = dense(layer.key)?;
+    let (wv, bv) = dense(layer.value)?;
+    let (wo, bo) = dense(layer.attn_out)?;
+    let (w1, b1) = dense(layer.mlp_in)?;
+    let (w2, b2) = dense(layer.mlp_out)?;
+    let ln1 = layer.norm_before;
+    let ln2 = layer.norm_after;
     Some([
         one(&ln1.gamma),
         one(ln1.beta.as_ref()?),
@@ -294,7 +335,7 @@ impl Saved {
         let mut dcontext = dn2;
         w.attn_out
             .input_grad(In::rows(&dh, d), &mut dcontext, false, 1.0);
-        let dqkv = self.attention_backward(&dcontext, hd);
+        let dqkv = attention_backward(&self.qkv, &self.probs, &dcontext, self.seq, w.heads, hd);
 
         // [q/√hd | k | v] = n1·[Wq/√hd | Wk | Wv] + [bq/√hd | bk | bv].
         let part = |c: usize| In {
@@ -325,50 +366,6 @@ impl Saved {
                 dw2, db2,
             ],
         }
-    }
-
-    /// `∂L/∂[q/√hd | k | v]` `[B·S, 3D]` from `∂L/∂context` `[B·S, D]`, per (image, head):
-    /// with P = softmax(S), S = Q·Kᵀ, C = P·V:
-    /// dV = Pᵀ·dC, dP = dC·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS·K, dK = dSᵀ·Q.
-    fn attention_backward(&self, dcontext: &[f32], hd: usize) -> Vec<f32> {
-        let heads = self.weights.heads;
-        let seq = self.seq;
-        let d = heads * hd;
-        let images = dcontext.len() / (seq * d);
-        let mut dqkv = vec![0.0f32; 3 * dcontext.len()];
-        let out = SharedOut(dqkv.as_mut_ptr());
-        let qkv = &self.qkv;
-        (0..images * heads).into_par_iter().for_each_init(
-            || vec![0.0f32; seq * seq],
-            |ds, task| {
-                let (image, head) = (task / heads, task % heads);
-                let probs = &self.probs[task * seq * seq..(task + 1) * seq * seq];
-                let p = In::rows(probs, seq);
-                let first = head_start(image, head, seq, 3 * d, hd);
-                let q = In::rows(&qkv[first..], 3 * d);
-                let k = In::rows(&qkv[first + d..], 3 * d);
-                let v = In::rows(&qkv[first + 2 * d..], 3 * d);
-                let dc = In::rows(&dcontext[head_start(image, head, seq, d, hd)..], d);
-                // SAFETY: `ds` is this task's own scratch; the task writes only its head's
-                // columns of its image's rows of `dqkv` (in the q, k and v parts).
-                unsafe { gemm_to_ptr(seq, seq, hd, ds.as_mut_ptr(), seq, dc, v.t()) };
-                for (dp, p) in ds.chunks_mut(seq).zip(probs.chunks(seq)) {
-                    let dot = lane_dot(dp, p);
-                    for (g, &p) in dp.iter_mut().zip(p) {
-                        *g = p * (*g - dot);
-                    }
-                }
-                let ds = In::rows(ds, seq);
-                // SAFETY: as above.
-                unsafe {
-                    let dst = out.get().add(first);
-                    gemm_to_ptr(seq, hd, seq, dst.add(2 * d), 3 * d, p.t(), dc);
-                    gemm_to_ptr(seq, hd, seq, dst, 3 * d, ds, k);
-                    gemm_to_ptr(seq, hd, seq, dst.add(d), 3 * d, ds.t(), q);
-                }
-            },
-        );
-        dqkv
     }
 }
 
@@ -503,7 +500,7 @@ mod tests {
     #[test]
     fn gradients_match_burn_autodiff() {
         let dev = Default::default();
-        let layer = super::super::tests::layer::<AD>(true);
+        let layer = super::super::layer::tests::layer::<AD>(true);
         let x0 = Tensor::<Flex, 3>::random([2, 17, 24], Distribution::Normal(0.0, 1.0), &dev);
         let w = Tensor::<AD, 3>::random([2, 17, 24], Distribution::Normal(0.0, 1.0), &dev);
         for track_input in [true, false] {
@@ -513,7 +510,7 @@ mod tests {
                     x = x.require_grad();
                 }
                 let y = if host {
-                    try_forward(&layer, x.clone()).expect("Autodiff<Flex> f32 takes the host path")
+                    try_forward(layer.params(), x.clone()).expect("Autodiff<Flex> f32 takes the host path")
                 } else {
                     layer.forward_generic(x.clone())
                 };

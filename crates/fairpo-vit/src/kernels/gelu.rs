@@ -1,4 +1,4 @@
-//! Exact (erf) GELU with a fast CPU kernel (see [`crate::fast`]).
+//! Exact (erf) GELU with a fast CPU kernel (see `dispatch.rs`).
 //!
 //! On ViT-B/16 at batch 8 burn-flex's GELU took 35 ms of a 116 ms encoder layer forward
 //! (`bench_vit_ops`); this kernel takes ~5 ms. It uses Abramowitz & Stegun 7.1.26 for
@@ -11,7 +11,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::fast::{apply, exp_nonpositive, HostOp, CHUNK};
+use super::dispatch::{apply, HostOp};
+use super::lanes::{exp_nonpositive, CHUNK};
 
 /// `0.5·x·(1 + erf(x/√2))`, elementwise.
 ///

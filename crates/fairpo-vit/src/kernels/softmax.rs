@@ -1,15 +1,16 @@
-//! Softmax over the last dimension with a fast CPU kernel (see [`crate::fast`]).
+//! Softmax over the last dimension with a fast CPU kernel (see `dispatch.rs`).
 //!
 //! burn composes softmax from max, subtract, exp (libm, one element at a time, one thread),
 //! sum and divide: five passes over ViT-B's `[B, 12, 197, 197]` attention scores. This kernel
-//! does each row in one parallel task, with the vectorisable exp of [`crate::fast`].
+//! does each row in one parallel task, with the vectorisable exp of `lanes.rs`.
 
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::fast::{apply, exp_shifted_sum, lane_dot, lane_max, HostOp, CHUNK};
+use super::dispatch::{apply, HostOp};
+use super::lanes::{exp_shifted_sum, lane_dot, lane_max, CHUNK};
 
 /// `exp(x_i − max x) / Σ_j exp(x_j − max x)` along the last dimension.
 ///

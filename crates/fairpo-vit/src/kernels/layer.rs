@@ -18,11 +18,6 @@
 //! Checked against the generic path (burn's ops) in the tests below and, through the model,
 //! against `transformers` in `tests/parity.rs`.
 
-// gemm's API takes raw pointers and strides; the unsafe blocks below state why each call is
-// in bounds.
-#![allow(unsafe_code)]
-
-use std::any::Any;
 use std::sync::Mutex;
 
 use burn::backend::Flex;
@@ -31,30 +26,28 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::fast::{cast, lane_sum, CHUNK};
-use crate::gelu::gelu_f32;
-use crate::model::EncoderLayer;
-use crate::softmax::{exp_shifted_row, softmax_row};
-
-mod train;
-pub(crate) use train::try_forward as try_forward_autodiff;
+use super::attention::attention;
+use super::dispatch::cast;
+use super::gelu::gelu_f32;
+use super::gemm::{gemm_into, In, Out};
+use super::lanes::{lane_sum, CHUNK};
+use super::LayerParams;
 
 /// Runs `layer` on `x` here when the backend is Flex and everything is f32; otherwise gives
 /// `x` back for the generic path.
 pub(crate) fn try_forward<B: Backend>(
-    layer: &EncoderLayer<B>,
+    layer: LayerParams<'_, B>,
     x: Tensor<B, 3>,
 ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
-    let Some(flex) = (layer as &dyn Any).downcast_ref::<EncoderLayer<Flex>>() else {
+    let Some(flex) = layer.downcast::<Flex>() else {
         return Err(x);
     };
     if x.dtype() != DType::F32 {
         return Err(x);
     }
-    let Some(weights) = Weights::of(flex) else {
+    let Some(weights) = Weights::of(&flex) else {
         return Err(x);
     };
     // B is Flex: the downcast above has shown it.
@@ -80,7 +73,7 @@ pub(crate) fn try_forward<B: Backend>(
 /// per 4 KiB on first touch, which was ~10% of a ViT-B layer. Holds the largest layer run so
 /// far: `[B·S, D + 3D + I]` floats (ViT-B/16, batch 32: 155 MB).
 #[derive(Default)]
-struct Scratch {
+pub(super) struct Scratch {
     normed: Vec<f32>,
     qkv: Vec<f32>,
     mlp: Vec<f32>,
@@ -89,7 +82,7 @@ struct Scratch {
 static SCRATCH: Mutex<Option<Scratch>> = Mutex::new(None);
 
 /// Runs `f` with the shared scratch (or a new one while another thread holds it).
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     let taken = SCRATCH.lock().ok().and_then(|mut s| s.take());
     let mut scratch = taken.unwrap_or_default();
     let out = f(&mut scratch);
@@ -107,7 +100,7 @@ fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
-fn contiguous(t: FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.is_contiguous() && t.layout().start_offset() == 0 {
         t
     } else {
@@ -116,10 +109,10 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
 }
 
 /// A 2-D f32 weight `[rows, cols]` in whatever strides it is stored with.
-struct Matrix {
+pub(super) struct Matrix {
     tensor: FlexTensor,
-    rows: usize,
-    cols: usize,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     row_stride: usize,
     col_stride: usize,
 }
@@ -154,7 +147,7 @@ impl Matrix {
 }
 
 /// A contiguous f32 vector.
-struct Vector(FlexTensor);
+pub(super) struct Vector(FlexTensor);
 
 impl Vector {
     fn of(param: &Param<Tensor<Flex, 1>>) -> Option<Self> {
@@ -170,14 +163,14 @@ impl Vector {
         }
     }
 
-    fn values(&self) -> &[f32] {
+    pub(super) fn values(&self) -> &[f32] {
         &self.0.storage::<f32>()[..self.0.layout().num_elements()]
     }
 }
 
-struct Dense {
-    weight: Matrix,
-    bias: Option<Vector>,
+pub(super) struct Dense {
+    pub(super) weight: Matrix,
+    pub(super) bias: Option<Vector>,
 }
 
 impl Dense {
@@ -200,7 +193,7 @@ impl Dense {
     }
 
     /// `row += bias` (nothing without a bias).
-    fn add_bias(&self, row: &mut [f32]) {
+    pub(super) fn add_bias(&self, row: &mut [f32]) {
         if let Some(b) = &self.bias {
             row.iter_mut().zip(b.values()).for_each(|(r, b)| *r += b);
         }
@@ -208,7 +201,7 @@ impl Dense {
 
     /// `out[r, ..cols] (+)= scale · lhs[r, ..] · W` for every row r, where row r of `out`
     /// starts at `r · out_stride` and `accumulate` keeps what `out` holds.
-    fn matmul_into(
+    pub(super) fn matmul_into(
         &self,
         lhs: &[f32],
         out: &mut [f32],
@@ -233,7 +226,7 @@ impl Dense {
 
     /// `out (+)= scale · g · Wᵀ` `[rows, in]`: the input gradient of `y = x·W` from
     /// `g = ∂L/∂y` `[rows, out]` in any strides.
-    fn input_grad(&self, g: In<'_>, out: &mut [f32], accumulate: bool, scale: f32) {
+    pub(super) fn input_grad(&self, g: In<'_>, out: &mut [f32], accumulate: bool, scale: f32) {
         let (d_in, d_out) = (self.weight.rows, self.weight.cols);
         let rows = out.len() / d_in;
         let out = Out::new(out, d_in);
@@ -250,140 +243,10 @@ impl Dense {
     }
 }
 
-/// A matrix operand of [`gemm_into`]: element (i, j) is `data[i·rs + j·cs]`.
-#[derive(Clone, Copy)]
-struct In<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> In<'a> {
-    /// Row-major with `width` values per row.
-    fn rows(data: &'a [f32], width: usize) -> Self {
-        Self {
-            data,
-            rs: width,
-            cs: 1,
-        }
-    }
-
-    /// The transpose of `self`.
-    fn t(self) -> Self {
-        Self {
-            data: self.data,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-
-    /// Whether an `[m, n]` matrix fits.
-    fn fits(&self, m: usize, n: usize) -> bool {
-        m == 0 || n == 0 || (m - 1) * self.rs + (n - 1) * self.cs < self.data.len()
-    }
-}
-
-/// The destination of [`gemm_into`]: rows `rs` apart, columns contiguous.
-struct Out<'a> {
-    data: &'a mut [f32],
-    rs: usize,
-}
-
-impl<'a> Out<'a> {
-    fn new(data: &'a mut [f32], rs: usize) -> Self {
-        Self { data, rs }
-    }
-}
-
-/// `out[m, n] (+)= scale · a[m, k] · b[k, n]`, keeping what `out` holds when `accumulate`.
-///
-/// # Panics
-/// If an operand is too short for its shape.
-#[allow(clippy::too_many_arguments)]
-fn gemm_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    out: Out<'_>,
-    accumulate: bool,
-    a: In<'_>,
-    b: In<'_>,
-    scale: f32,
-) {
-    assert!(
-        m == 0 || n == 0 || (m - 1) * out.rs + n <= out.data.len(),
-        "gemm_into: destination too short for [{m}, {n}]"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    let parallelism = if m * n * k >= 1 << 16 {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    };
-    let dst = out.data.as_mut_ptr();
-    // SAFETY: `out` holds every element written (checked above) and is a unique borrow, so it
-    // overlaps neither input and no other thread touches it.
-    unsafe { gemm_raw(m, n, k, dst, out.rs, accumulate, a, b, scale, parallelism) };
-}
-
-/// `dst[m, n] (+)= scale · a[m, k] · b[k, n]`, rows of `dst` `dst_rs` apart: the one call
-/// into gemm, for [`gemm_into`] and [`gemm_to_ptr`].
-///
-/// # Safety
-/// `dst` must be valid for reads and writes at `i·dst_rs + j` for i < m, j < n, and no other
-/// thread may touch those elements meanwhile.
-///
-/// # Panics
-/// If an input is too short for its shape.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    a: In<'_>,
-    b: In<'_>,
-    scale: f32,
-    parallelism: Parallelism,
-) {
-    assert!(
-        a.fits(m, k) && b.fits(k, n),
-        "gemm: operand too short for [{m}, {k}] x [{k}, {n}]"
-    );
-    // SAFETY: the inputs were checked above; `dst` is the caller's promise.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
-struct Norm {
-    gamma: Vector,
-    beta: Option<Vector>,
-    eps: f32,
+pub(super) struct Norm {
+    pub(super) gamma: Vector,
+    pub(super) beta: Option<Vector>,
+    pub(super) eps: f32,
 }
 
 impl Norm {
@@ -414,7 +277,7 @@ impl Norm {
     }
 
     /// [`Norm::row`] that also writes `x̂ = (x − mean)·rstd` and returns rstd, for backward.
-    fn row_saving(&self, x: &[f32], out: &mut [f32], xhat: &mut [f32]) -> f32 {
+    pub(super) fn row_saving(&self, x: &[f32], out: &mut [f32], xhat: &mut [f32]) -> f32 {
         let (mean, rstd) = self.stats(x);
         for (h, v) in xhat.iter_mut().zip(x) {
             *h = (v - mean) * rstd;
@@ -439,37 +302,36 @@ impl Norm {
 }
 
 /// One layer's parameters, borrowed from the module without copying.
-struct Weights {
-    norm_before: Norm,
-    query: Dense,
-    key: Dense,
-    value: Dense,
-    attn_out: Dense,
-    norm_after: Norm,
-    mlp_in: Dense,
-    mlp_out: Dense,
-    heads: usize,
+pub(super) struct Weights {
+    pub(super) norm_before: Norm,
+    pub(super) query: Dense,
+    pub(super) key: Dense,
+    pub(super) value: Dense,
+    pub(super) attn_out: Dense,
+    pub(super) norm_after: Norm,
+    pub(super) mlp_in: Dense,
+    pub(super) mlp_out: Dense,
+    pub(super) heads: usize,
 }
 
 impl Weights {
-    fn of(layer: &EncoderLayer<Flex>) -> Option<Self> {
-        let eps = layer.layer_norm_eps();
-        let attn = &layer.attention.attention;
+    pub(super) fn of(layer: &LayerParams<'_, Flex>) -> Option<Self> {
+        let eps = layer.eps;
         Some(Self {
-            norm_before: Norm::of(&layer.layernorm_before, eps)?,
-            query: Dense::of(&attn.query)?,
-            key: Dense::of(&attn.key)?,
-            value: Dense::of(&attn.value)?,
-            attn_out: Dense::of(&layer.attention.output.dense)?,
-            norm_after: Norm::of(&layer.layernorm_after, eps)?,
-            mlp_in: Dense::of(&layer.intermediate.dense)?,
-            mlp_out: Dense::of(&layer.output.dense)?,
-            heads: attn.num_heads(),
+            norm_before: Norm::of(layer.norm_before, eps)?,
+            query: Dense::of(layer.query)?,
+            key: Dense::of(layer.key)?,
+            value: Dense::of(layer.value)?,
+            attn_out: Dense::of(layer.attn_out)?,
+            norm_after: Norm::of(layer.norm_after, eps)?,
+            mlp_in: Dense::of(layer.mlp_in)?,
+            mlp_out: Dense::of(layer.mlp_out)?,
+            heads: layer.heads,
         })
     }
 
     /// Whether every Linear has a bias and every LayerNorm a β (the training path assumes so).
-    fn has_every_bias(&self) -> bool {
+    pub(super) fn has_every_bias(&self) -> bool {
         let dense = [
             &self.query,
             &self.key,
@@ -485,7 +347,7 @@ impl Weights {
 
     /// One token's biases, before the projections accumulate onto them:
     /// `qkv := [b_q/√hd | b_k | b_v]` and `x += b_o` (x becomes the residual stream h).
-    fn fill_biases(&self, qkv: &mut [f32], x: &mut [f32], scale: f32) {
+    pub(super) fn fill_biases(&self, qkv: &mut [f32], x: &mut [f32], scale: f32) {
         let d = x.len();
         self.query.fill_bias(&mut qkv[..d], scale);
         self.key.fill_bias(&mut qkv[d..2 * d], 1.0);
@@ -494,7 +356,7 @@ impl Weights {
     }
 
     /// `qkv += n · [W_q/√hd | W_k | W_v]` for every token.
-    fn project_qkv(&self, normed: &[f32], qkv: &mut [f32], scale: f32) {
+    pub(super) fn project_qkv(&self, normed: &[f32], qkv: &mut [f32], scale: f32) {
         let d = self.query.weight.rows;
         self.query.matmul_into(normed, qkv, 3 * d, true, scale);
         self.key
@@ -504,7 +366,7 @@ impl Weights {
     }
 
     /// The layer on `stream` = x `[B·S, D]` row-major, in place; `seq` = S rows per image.
-    fn forward(&self, stream: &mut [f32], seq: usize, scratch: &mut Scratch) {
+    pub(super) fn forward(&self, stream: &mut [f32], seq: usize, scratch: &mut Scratch) {
         let d = self.query.weight.rows;
         let inner = self.mlp_in.weight.cols;
         let rows = stream.len() / d;
@@ -559,113 +421,16 @@ impl Weights {
     }
 }
 
-/// A pointer that rayon tasks may share because each writes its own disjoint part.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: see `attention`: tasks write disjoint elements.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// `dst[m, n] = a[m, k] · b[k, n]` on one thread, rows of `dst` `dst_rs` apart.
-///
-/// # Safety
-/// `dst` must be valid for writes at `i·dst_rs + j` for i < m, j < n, and no other thread may
-/// touch those elements meanwhile.
-unsafe fn gemm_to_ptr(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, a: In, b: In) {
-    // SAFETY: the caller's promise, passed on.
-    unsafe { gemm_raw(m, n, k, dst, dst_rs, false, a, b, 1.0, Parallelism::None) };
-}
-
-/// Where image `image`'s head `head` starts in a `[B·S, width]` buffer.
-fn head_start(image: usize, head: usize, seq: usize, width: usize, hd: usize) -> usize {
-    image * seq * width + head * hd
-}
-
-/// `context[b·S + i, h·hd + j] = Σ_t softmax_t(q_i · k_t) · v_t[j]` for every image b and
-/// head h, where row r of `qkv` is `[q (already scaled by 1/√hd) | k | v]` of token r.
-/// With `probs`, the softmax probabilities of task (b, h) are kept in
-/// `probs[(b·H + h)·S·S ..]` (for the backward pass).
-///
-/// # Shapes
-/// - qkv: `[B·S, 3·D]`
-/// - context: `[B·S, D]`
-/// - probs: `[B·H, S, S]`
-fn attention(
-    qkv: &[f32],
-    context: &mut [f32],
-    seq: usize,
-    heads: usize,
-    hd: usize,
-    probs: Option<&mut [f32]>,
-) {
-    let d = heads * hd;
-    let images = context.len() / (seq * d);
-    assert!(qkv.len() == 3 * context.len() && images * seq * d == context.len());
-    let out = SharedOut(context.as_mut_ptr());
-    let keep = probs.map(|p| {
-        assert_eq!(p.len(), images * heads * seq * seq);
-        SharedOut(p.as_mut_ptr())
-    });
-    (0..images * heads).into_par_iter().for_each_init(
-        || (vec![0.0f32; seq * seq], vec![0.0f32; seq]),
-        |(scratch, inv_sums), task| {
-            let (image, head) = (task / heads, task % heads);
-            let first = head_start(image, head, seq, 3 * d, hd);
-            let q = In::rows(&qkv[first..], 3 * d);
-            let k = In::rows(&qkv[first + d..], 3 * d);
-            let v = In::rows(&qkv[first + 2 * d..], 3 * d);
-            let scores: &mut [f32] = match keep {
-                // SAFETY: task `task` alone uses this S×S block of `probs`.
-                Some(p) => unsafe {
-                    std::slice::from_raw_parts_mut(p.get().add(task * seq * seq), seq * seq)
-                },
-                None => scratch,
-            };
-            // SAFETY: this task writes only the `hd` columns of its head in the `seq` rows of
-            // its image of `context`.
-            unsafe {
-                // scores = Q · Kᵀ
-                gemm_to_ptr(seq, seq, hd, scores.as_mut_ptr(), seq, q, k.t());
-            }
-            if keep.is_some() {
-                scores.chunks_mut(seq).for_each(softmax_row);
-            } else {
-                for (row, inv) in scores.chunks_mut(seq).zip(inv_sums.iter_mut()) {
-                    *inv = exp_shifted_row(row).recip();
-                }
-            }
-            let dst_start = head_start(image, head, seq, d, hd);
-            // SAFETY: as above.
-            unsafe {
-                let dst = out.get().add(dst_start);
-                gemm_to_ptr(seq, hd, seq, dst, d, In::rows(scores, seq), v);
-                if keep.is_none() {
-                    // softmax's 1/Σ on the hd outputs of each row instead of its seq inputs.
-                    for (i, inv) in inv_sums.iter().enumerate() {
-                        let row = std::slice::from_raw_parts_mut(dst.add(i * d), hd);
-                        row.iter_mut().for_each(|v| *v *= inv);
-                    }
-                }
-            }
-        },
-    );
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::ViTConfig;
+    use crate::model::EncoderLayer;
     use burn::tensor::Distribution;
 
     /// A layer with uneven sizes (S = 17 tokens, 3 heads of 8, MLP 40) and non-trivial
     /// biases and norms, so that every bias, scale and stride is exercised.
-    pub(super) fn layer<B: Backend>(qkv_bias: bool) -> EncoderLayer<B> {
+    pub(crate) fn layer<B: Backend>(qkv_bias: bool) -> EncoderLayer<B> {
         let cfg = ViTConfig {
             hidden_size: 24,
             num_hidden_layers: 1,
@@ -730,7 +495,7 @@ mod tests {
                 Distribution::Normal(0.0, 1.0),
                 &Default::default(),
             );
-            let fast = try_forward(&layer, x.clone()).expect("Flex f32 takes the fast path");
+            let fast = try_forward(layer.params(), x.clone()).expect("Flex f32 takes the fast path");
             let generic = layer.forward_generic(x);
             let diff = max_abs_diff(fast, generic);
             assert!(diff < 2e-5, "qkv_bias {qkv_bias}: max |diff| = {diff}");
@@ -748,8 +513,8 @@ mod tests {
         );
         let view = x.clone().swap_dims(0, 1);
         let copy = Tensor::<Flex, 3>::from_data(view.clone().into_data(), &Default::default());
-        let a = try_forward(&layer, view).unwrap();
-        let b = try_forward(&layer, copy).unwrap();
+        let a = try_forward(layer.params(), view).unwrap();
+        let b = try_forward(layer.params(), copy).unwrap();
         assert_eq!(max_abs_diff(a, b), 0.0);
     }
 
@@ -811,6 +576,6 @@ mod tests {
         type Nd = burn::backend::NdArray<f32>;
         let vit = ViTConfig::tiny().init::<Nd>(&Default::default());
         let x = Tensor::<Nd, 3>::zeros([1, 5, ViTConfig::tiny().hidden_size], &Default::default());
-        assert!(try_forward(&vit.encoder.layer[0], x).is_err());
+        assert!(try_forward(vit.encoder.layer[0].params(), x).is_err());
     }
 }
