@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use crate::cargo;
 
 /// Finds `crates/*/examples/bench_<name>.rs` and runs each selected one.
-pub fn bench(which: &str) -> Result<()> {
+pub(crate) fn bench(which: &str) -> Result<()> {
     let mut found: Vec<(String, String)> = Vec::new();
     for entry in std::fs::read_dir("crates").context("reading crates/")? {
         let krate = entry?.path();

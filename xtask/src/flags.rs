@@ -6,7 +6,7 @@ use crate::USAGE;
 
 /// The options every command shares.
 #[derive(Default)]
-pub struct Opts {
+pub(crate) struct Opts {
     pub positional: Vec<String>,
     pub seed: Option<u64>,
     pub seeds: Option<u64>,
@@ -18,7 +18,7 @@ pub struct Opts {
 
 impl Opts {
     /// Parses the arguments after the command name.
-    pub fn parse(args: &[String]) -> Result<Self> {
+    pub(crate) fn parse(args: &[String]) -> Result<Self> {
         let mut o = Opts::default();
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -64,7 +64,7 @@ impl Opts {
 
 /// The seeds a study runs: `--seeds N` (N > 1) gives N seeds counting up from `--seed` (default
 /// 42), else the one `--seed` (or the presets' own).
-pub fn seeds(o: &Opts) -> Vec<Option<u64>> {
+pub(crate) fn seeds(o: &Opts) -> Vec<Option<u64>> {
     match o.seeds {
         None | Some(0) | Some(1) => vec![o.seed],
         Some(n) => (0..n).map(|i| Some(o.seed.unwrap_or(42) + i)).collect(),

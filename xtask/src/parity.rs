@@ -26,7 +26,7 @@ struct EpochRow {
     map: [f64; 3],
 }
 
-pub fn run(epochs: usize, seeds: &[u64]) -> Result<()> {
+pub(crate) fn run(epochs: usize, seeds: &[u64]) -> Result<()> {
     if epochs < LAST {
         bail!("--epochs must be at least {LAST}");
     }

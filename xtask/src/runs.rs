@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use crate::cargo;
 
 /// The few preset fields xtask needs to plan dependencies.
-pub struct PresetInfo {
+pub(crate) struct PresetInfo {
     /// The preset's run name.
     pub name: String,
     /// Its `reference` run.
@@ -19,7 +19,7 @@ pub struct PresetInfo {
     pub demo_root: Option<PathBuf>,
 }
 
-pub fn read_preset(preset: &str) -> Result<PresetInfo> {
+pub(crate) fn read_preset(preset: &str) -> Result<PresetInfo> {
     let path = preset_path(preset);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no preset {preset:?}: cannot read {}", path.display()))?;
@@ -49,7 +49,7 @@ pub fn read_preset(preset: &str) -> Result<PresetInfo> {
     })
 }
 
-pub fn preset_path(preset: &str) -> PathBuf {
+pub(crate) fn preset_path(preset: &str) -> PathBuf {
     if preset.ends_with(".toml") {
         PathBuf::from(preset)
     } else {
@@ -57,14 +57,14 @@ pub fn preset_path(preset: &str) -> PathBuf {
     }
 }
 
-pub fn seeded_name(name: &str, seed: Option<u64>) -> String {
+pub(crate) fn seeded_name(name: &str, seed: Option<u64>) -> String {
     match seed {
         Some(s) => format!("{name}-s{s}"),
         None => name.to_string(),
     }
 }
 
-pub fn seeded_path(p: &Path, seed: Option<u64>) -> PathBuf {
+pub(crate) fn seeded_path(p: &Path, seed: Option<u64>) -> PathBuf {
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -72,7 +72,7 @@ pub fn seeded_path(p: &Path, seed: Option<u64>) -> PathBuf {
     p.with_file_name(seeded_name(&name, seed))
 }
 
-pub fn train_preset(
+pub(crate) fn train_preset(
     preset: &str,
     seed: Option<u64>,
     sets: &[String],
@@ -85,7 +85,7 @@ pub fn train_preset(
 /// Trains `preset` (+ optional overlay) as run `name` (seed-suffixed; set with
 /// `--set name=...` after `sets`), first training whatever run it depends on
 /// (`reference`, `model.init_from`) and the demo data.
-pub fn train_with(
+pub(crate) fn train_with(
     preset: &str,
     overlay: Option<&Path>,
     name: &str,
@@ -166,7 +166,7 @@ pub fn train_with(
     Ok(run)
 }
 
-pub fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
@@ -174,7 +174,7 @@ pub fn toml_string(s: &str) -> String {
 const DEMO_IMAGES: &str = "5000";
 const DEMO_SIZE: &str = "32";
 
-pub fn ensure_demo_data(root: &Path) -> Result<()> {
+pub(crate) fn ensure_demo_data(root: &Path) -> Result<()> {
     if root.join("annotations").is_dir() {
         return Ok(());
     }
@@ -194,7 +194,7 @@ pub fn ensure_demo_data(root: &Path) -> Result<()> {
 }
 
 /// Compares `runs` in one report written to `runs/reports/<name>`.
-pub fn report(runs: &[PathBuf], name: &str) -> Result<()> {
+pub(crate) fn report(runs: &[PathBuf], name: &str) -> Result<()> {
     let out = Path::new("runs").join("reports").join(name);
     let mut args = vec!["report".to_string()];
     args.extend(runs.iter().map(|r| r.display().to_string()));
@@ -204,7 +204,7 @@ pub fn report(runs: &[PathBuf], name: &str) -> Result<()> {
 }
 
 /// Builds the `fairpo` binary once (dev profile) and runs it.
-pub fn fairpo(args: &[String]) -> Result<()> {
+pub(crate) fn fairpo(args: &[String]) -> Result<()> {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let bin = match BUILT.get() {
         Some(b) => b.clone(),

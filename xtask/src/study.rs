@@ -10,7 +10,7 @@ use crate::flags::{seeds, Opts};
 use crate::runs::{fairpo, read_preset, report, seeded_path, train_preset, train_with};
 
 /// `train <preset>`: the run (and what it depends on), then its comparison with its reference.
-pub fn train(opts: &Opts) -> Result<()> {
+pub(crate) fn train(opts: &Opts) -> Result<()> {
     let preset = opts
         .positional
         .first()
@@ -40,7 +40,7 @@ pub fn train(opts: &Opts) -> Result<()> {
 }
 
 /// `reproduce`: the six methods over the seeds (Tables 1/2).
-pub fn reproduce(opts: &Opts) -> Result<()> {
+pub(crate) fn reproduce(opts: &Opts) -> Result<()> {
     let ds = opts.dataset.as_deref().unwrap_or("demo");
     let methods = ["sft", "rw", "gdro", "dpo", "simpo", "cpo"];
     let mut runs = Vec::new();
@@ -58,7 +58,7 @@ pub fn reproduce(opts: &Opts) -> Result<()> {
 }
 
 /// `ablate`: FairPO-CPO with each overlay of `configs/ablations/` (Tables 3/4).
-pub fn ablate(opts: &Opts) -> Result<()> {
+pub(crate) fn ablate(opts: &Opts) -> Result<()> {
     let ds = opts.dataset.as_deref().unwrap_or("demo");
     let mut overlays: Vec<PathBuf> = std::fs::read_dir("configs/ablations")
         .context("reading configs/ablations")?
@@ -91,7 +91,7 @@ pub fn ablate(opts: &Opts) -> Result<()> {
 }
 
 /// `sweep`: FairPO-CPO's sensitivity to β and ε (Tables 6/7).
-pub fn sweep(opts: &Opts) -> Result<()> {
+pub(crate) fn sweep(opts: &Opts) -> Result<()> {
     let ds = opts.dataset.as_deref().unwrap_or("demo");
     let mut runs = vec![train_preset(
         &format!("{ds}-sft"),

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use fairpo_objectives::{ObjectiveConfig, ObjectiveInputs};
 
 /// A `[b, t]` tensor from row-major values.
-pub fn tensor<B: Backend>(values: &[f64], b: usize, t: usize) -> Tensor<B, 2> {
+pub(crate) fn tensor<B: Backend>(values: &[f64], b: usize, t: usize) -> Tensor<B, 2> {
     Tensor::from_data(
         TensorData::new(values.to_vec(), [b, t]),
         &Default::default(),
@@ -13,7 +13,7 @@ pub fn tensor<B: Backend>(values: &[f64], b: usize, t: usize) -> Tensor<B, 2> {
 }
 
 /// Inputs with the given values; reference optional.
-pub fn inputs<'a, B: Backend>(
+pub(crate) fn inputs<'a, B: Backend>(
     s: &[f64],
     y: &[f64],
     reference: Option<&[f64]>,
@@ -30,7 +30,7 @@ pub fn inputs<'a, B: Backend>(
 }
 
 /// `ln(1 + e^x)` in plain f64 (hand formulas).
-pub fn softplus(x: f64) -> f64 {
+pub(crate) fn softplus(x: f64) -> f64 {
     if x > 0.0 {
         x + (-x).exp().ln_1p()
     } else {
@@ -39,17 +39,17 @@ pub fn softplus(x: f64) -> f64 {
 }
 
 /// `log sigmoid(x)`.
-pub fn log_sigmoid(x: f64) -> f64 {
+pub(crate) fn log_sigmoid(x: f64) -> f64 {
     -softplus(-x)
 }
 
 /// BCE of logit s against y.
-pub fn bce(s: f64, y: f64) -> f64 {
+pub(crate) fn bce(s: f64, y: f64) -> f64 {
     y * softplus(-s) + (1.0 - y) * softplus(s)
 }
 
 /// Every method and ablation variant (same list as the reference script).
-pub fn variants() -> Vec<ObjectiveConfig> {
+pub(crate) fn variants() -> Vec<ObjectiveConfig> {
     let t = |s: &str| toml::from_str::<ObjectiveConfig>(s).expect(s);
     vec![
         t("method = \"bce\""),

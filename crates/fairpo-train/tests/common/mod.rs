@@ -7,14 +7,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// `fairpo ARGS` in `cwd`, logging at warn level (spawn it, or see [`fairpo`]).
-pub fn fairpo_command(args: &[&str], cwd: &Path) -> Command {
+pub(crate) fn fairpo_command(args: &[&str], cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fairpo"));
     cmd.args(args).current_dir(cwd).env("RUST_LOG", "warn");
     cmd
 }
 
 /// Runs `fairpo ARGS` in `cwd` to completion.
-pub fn fairpo(args: &[&str], cwd: &Path) -> Output {
+pub(crate) fn fairpo(args: &[&str], cwd: &Path) -> Output {
     fairpo_command(args, cwd)
         .output()
         .expect("running the fairpo binary")
@@ -22,7 +22,7 @@ pub fn fairpo(args: &[&str], cwd: &Path) -> Output {
 
 /// Runs `fairpo ARGS` in `cwd`, failing the test with its output unless it succeeds; returns
 /// its standard output.
-pub fn run_ok(args: &[&str], cwd: &Path, what: &str) -> String {
+pub(crate) fn run_ok(args: &[&str], cwd: &Path, what: &str) -> String {
     let out = fairpo(args, cwd);
     assert!(
         out.status.success(),
@@ -35,7 +35,7 @@ pub fn run_ok(args: &[&str], cwd: &Path, what: &str) -> String {
 }
 
 /// `[model.scratch]` of the tests' tiny ViT: 2 layers of width 32, 16 px images in 4 px patches.
-pub const TINY_SCRATCH_VIT: &str = r#"
+pub(crate) const TINY_SCRATCH_VIT: &str = r#"
 [model.scratch]
 hidden_size = 32
 num_hidden_layers = 2
