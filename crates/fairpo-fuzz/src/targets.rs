@@ -56,19 +56,19 @@ fn tiny_checkpoint(dir: &Path) -> Vec<u8> {
         ..fairpo_vit::ViTConfig::tiny()
     };
     let heads = fairpo_heads::HeadsConfig::new(2, 8).with_hidden(vec![4]);
-    let meta = fairpo_train::model::ModelMeta {
+    let meta = fairpo_train::ModelMeta {
         vit: vit.clone(),
         heads: heads.clone(),
         labels: vec!["a".into(), "b".into()],
     };
     let p = dir.join("seed-model.ckpt");
-    fairpo_train::model::save_model::<Flex>(&p, &meta, vit.init(&device), heads.init(&device))
+    fairpo_train::save_model::<Flex>(&p, &meta, vit.init(&device), heads.init(&device))
         .expect("writing the seed checkpoint");
     std::fs::read(p).expect("reading the seed checkpoint")
 }
 
 fn tiny_container(_: &Path) -> Vec<u8> {
-    let mut c = fairpo_train::container::Container::new();
+    let mut c = fairpo_train::SectionFile::new();
     c.insert("state", br#"{"epoch": 1}"#.to_vec());
     c.insert("policy", vec![1, 2, 3, 4]);
     c.encode()
@@ -280,9 +280,9 @@ pub fn all() -> Vec<Target> {
             call: |d| {
                 let p = d.join("run.toml");
                 if let Ok(text) = std::fs::read_to_string(&p) {
-                    let _ = fairpo_train::config::RunConfig::from_toml_str(&text, "run.toml");
+                    let _ = fairpo_train::RunConfig::from_toml_str(&text, "run.toml");
                 }
-                let _ = fairpo_train::config::RunConfig::load(
+                let _ = fairpo_train::RunConfig::load(
                     &[repo().join("configs/demo-sft.toml"), p],
                     &[],
                 );
@@ -303,7 +303,7 @@ pub fn all() -> Vec<Target> {
                 let Ok(set) = std::fs::read_to_string(d.join("set.txt")) else {
                     return;
                 };
-                let _ = fairpo_train::config::RunConfig::load(&[repo().join("configs/demo-cpo.toml")], &[set]);
+                let _ = fairpo_train::RunConfig::load(&[repo().join("configs/demo-cpo.toml")], &[set]);
             },
         },
         Target {
@@ -313,7 +313,7 @@ pub fn all() -> Vec<Target> {
             seeds: &[Seed::Made(tiny_checkpoint)],
             focus: 2048,
             call: |d| {
-                let _ = fairpo_train::model::load_model::<Flex>(&d.join("model.ckpt"), &Default::default());
+                let _ = fairpo_train::load_model::<Flex>(&d.join("model.ckpt"), &Default::default());
             },
         },
         Target {
@@ -324,7 +324,7 @@ pub fn all() -> Vec<Target> {
             focus: 0,
             call: |d| {
                 if let Ok(bytes) = std::fs::read(d.join("last.ckpt")) {
-                    let _ = fairpo_train::container::Container::decode(&bytes);
+                    let _ = fairpo_train::SectionFile::decode(&bytes);
                 }
             },
         },

@@ -18,10 +18,10 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use fairpo_heads::HeadsConfig;
 use fairpo_objectives::ObjectiveConfig;
-use fairpo_train::config::RunConfig;
-use fairpo_train::model::Policy;
+use fairpo_train::RunConfig;
+use fairpo_train::Policy;
 use fairpo_train::step::{self, Pairs, StepSettings};
-use fairpo_train::trainer::{self, TrainOptions, TrainOutcome};
+use fairpo_train::{TrainOptions, TrainOutcome};
 use fairpo_vit::ViTConfig;
 
 // glibc hands large freed buffers back to the OS, so every fresh tensor page-faults; see
@@ -80,7 +80,7 @@ fn demo_epochs() -> anyhow::Result<()> {
         cfg.train.epochs = 2;
         reference = tmp.path().join("sft");
         cfg.run_dir = Some(reference.clone());
-        trainer::train::<Ad>(cfg, &opts, &Default::default())?;
+        fairpo_train::train::<Ad>(cfg, &opts, &Default::default())?;
     }
     println!("\nDemo FairPO-CPO epoch (3600 train + 400 val images, 32 px, tiny ViT, last layer trainable):");
     println!("| feature cache | epoch 1 (s) | epoch 2 (s) | epoch 3 (s) |\n|---|---|---|---|");
@@ -96,12 +96,12 @@ fn demo_epochs() -> anyhow::Result<()> {
         cfg.train.cache_dir = tmp.path().join(format!("cache-{cache}"));
         let run = tmp.path().join(format!("cpo-cache-{cache}"));
         cfg.run_dir = Some(run.clone());
-        match trainer::train::<Ad>(cfg, &opts, &Default::default())? {
+        match fairpo_train::train::<Ad>(cfg, &opts, &Default::default())? {
             TrainOutcome::Finished { .. } => {}
             TrainOutcome::Interrupted { .. } => anyhow::bail!("demo run interrupted"),
         }
         let log =
-            fairpo_train::run::read_log(&run.join("log.jsonl")).map_err(anyhow::Error::msg)?;
+            fairpo_train::read_log(&run.join("log.jsonl")).map_err(anyhow::Error::msg)?;
         let secs: Vec<f64> = log.epochs.iter().map(|e| e.seconds).collect();
         println!(
             "| {} | {:.1} | {:.1} | {:.1} |",
@@ -144,7 +144,7 @@ fn coco_step(steps: usize) -> anyhow::Result<()> {
             .init::<Inner>(&device),
     };
     // As bench/train.py: AdamW lr 1e-4, weight decay 0.01, global-norm clipping at 1.
-    let train = fairpo_train::config::TrainSettings {
+    let train = fairpo_train::TrainSettings {
         lr: 1e-4,
         ..Default::default()
     };

@@ -1,36 +1,49 @@
-//! The FairPO trainer library: everything the `fairpo` binary does, as functions
-//! that tests and `xtask` can call too.
+//! The FairPO trainer library: everything the `fairpo` binary does, as functions that tests
+//! and `xtask` can call too. The binary's subcommands are [`cmd`]; the rest is private
+//! modules, re-exported here where the binary's neighbours (tests, examples, the fuzzer)
+//! use them. `docs/architecture.md` walks one training step through the modules:
 //!
-//! - [`config`]: the run configuration (`[data]`, `[model]`, `[objective]`, `[scheduler]`,
-//!   `[train]`), overlays and `--set` overrides ([`tomlx`]).
-//! - [`trainer`]: the training loop around [`step::train_step`]; [`setup`]: backbone, policy and
-//!   reference; [`checkpoint`]: resumable state; [`hidden`]: trunk outputs and the feature cache;
-//!   [`model`]: the trainable policy and finished-model files; [`evaluate`]: inference +
-//!   metrics; [`early_stop`]; [`container`]: the checkpoint file format; [`run`]: the run
-//!   folder and `log.jsonl`; [`clip`]: global-norm gradient clipping.
-//! - [`report`]: a run's `report.md` and the comparison of runs ([`plots`], [`paper`]).
+//! - `config/`: the run configuration (`[data]`, `[model]`, `[objective]`, `[scheduler]`,
+//!   `[train]`) and its overlays and `--set` overrides (`config/overlay.rs`);
+//! - `run.rs`: the run folder, `run.json` and `log.jsonl`;
+//! - `setup.rs`: backbone, policy initialisation, reference, resolved preprocessing, loaders
+//!   and finished runs — one place for train, eval and features;
+//! - `policy.rs`: the trainable ViT tail + heads;
+//! - `trunk_features.rs`: the frozen trunk's outputs, computed or cached in memory;
+//! - `step.rs`: one optimiser step ([`step::train_step`]), shared by the trainer and the
+//!   benchmark; `clip.rs`, `collapse.rs`, `early_stop.rs`: its helpers;
+//! - `train.rs`: the run-folder policy and the epoch loop;
+//! - `eval.rs`: inference, metrics and `metrics.json`;
+//! - `checkpoint/`: resumable trainer state, the sections file format, finished-model files;
+//! - `report/`: a run's `report.md`, the comparison of runs, plots and the paper's tables;
+//! - `features.rs`: `fairpo features` files; `device.rs`: backend selection.
 //!
 //! Commands: `fairpo train --config X.toml [--config overlay.toml] [--set k=v] [--resume |
 //! --overwrite] [--device cpu|cuda:N]`, `fairpo eval --run runs/X [--split test|val]`,
 //! `fairpo report runs/A runs/B ... [--out DIR]`; `cargo xtask train demo-cpo` runs the demo.
 
-pub mod checkpoint;
-pub mod clip;
+mod checkpoint;
+mod clip;
 pub mod cmd;
-pub mod collapse;
-pub mod config;
-pub mod container;
-pub mod device;
-pub mod early_stop;
-pub mod evaluate;
-pub mod features;
-pub mod hidden;
-pub mod model;
-pub mod paper;
-pub mod plots;
-pub mod report;
-pub mod run;
-pub mod setup;
+mod collapse;
+mod config;
+mod device;
+mod early_stop;
+mod eval;
+mod features;
+mod policy;
+mod report;
+mod run;
+mod setup;
 pub mod step;
-pub mod tomlx;
-pub mod trainer;
+mod train;
+mod trunk_features;
+
+pub use checkpoint::model_file::{load_model, read_heads_safetensors, save_model, ModelMeta};
+pub use checkpoint::sections::SectionFile;
+pub use clip::ClipScope;
+pub use config::{RunConfig, TrainSettings};
+pub use features::{load_cached, sidecar_path, FeatureLayer, FeatureMeta};
+pub use policy::Policy;
+pub use run::read_log;
+pub use train::{train, TrainOptions, TrainOutcome};

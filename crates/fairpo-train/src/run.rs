@@ -87,7 +87,7 @@ pub struct RunSummary {
     pub vit: fairpo_vit::ViTConfig,
     /// Encoder layers trained (k).
     pub trainable_layers: usize,
-    /// Fingerprint of the frozen trunk (see `model::trunk_fingerprint`); for k = L it only
+    /// Fingerprint of the frozen trunk (see `model_file::trunk_fingerprint`); for k = L it only
     /// says "no frozen parameters".
     pub trunk_fingerprint: String,
     /// Where the backbone came from (HF folder, scratch, or the run it was initialised from).

@@ -11,7 +11,8 @@ use fairpo_heads::{Heads, HeadsConfig};
 use fairpo_vit::{ViT, ViTConfig, ViTTail};
 
 use crate::config::{RunConfig, TrainableLayers};
-use crate::model::{self, Policy};
+use crate::checkpoint::model_file;
+use crate::policy::Policy;
 use crate::run::RunPaths;
 
 /// A backbone ready for training: the whole ViT before splitting and where it came from.
@@ -59,7 +60,7 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
                 model_path.display()
             );
         }
-        let fm = model::load_model::<B>(&model_path, device)
+        let fm = model_file::load_model::<B>(&model_path, device)
             .with_context(|| format!("model.init_from = {}", run.display()))?;
         let heads_copied = m.heads_from_init();
         return Ok(Backbone {
@@ -123,7 +124,7 @@ pub fn init_policy<B: Backend>(
         .with_hidden(cfg.model.heads_hidden.clone())
         .with_seed(cfg.train.seed);
     if let Some(file) = &cfg.model.heads_file {
-        let (heads, file_cfg) = model::read_heads_safetensors::<B>(file, device)
+        let (heads, file_cfg) = model_file::read_heads_safetensors::<B>(file, device)
             .with_context(|| format!("model.heads_file = {}", file.display()))?;
         if file_cfg.num_labels != labels.len()
             || file_cfg.input_dim != input_dim
@@ -257,7 +258,7 @@ pub fn load_reference<IB: Backend>(
             labels[i]
         );
     }
-    let fm = model::load_model::<IB>(&model_path, device)
+    let fm = model_file::load_model::<IB>(&model_path, device)
         .with_context(|| format!("reference = {}", reference.display()))?;
     if &fm.meta.vit != vit_cfg {
         bail!(
@@ -268,7 +269,7 @@ pub fn load_reference<IB: Backend>(
         );
     }
     let (ref_trunk, ref_tail) = fm.vit.split(k);
-    let ref_fp = model::trunk_fingerprint(&ref_trunk);
+    let ref_fp = model_file::trunk_fingerprint(&ref_trunk);
     if ref_fp != trunk_fp {
         bail!(
             "reference = {}: its frozen backbone (layers below the last {k}) has different weights than this run's, so its last layer cannot share this run's trunk; initialise this run from it (model.init_from = \"{}\")",
@@ -287,7 +288,7 @@ mod tests {
     use super::*;
     use burn::module::AutodiffModule;
 
-    use crate::model::ModelMeta;
+    use crate::checkpoint::model_file::ModelMeta;
 
     type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 
@@ -299,7 +300,7 @@ mod tests {
         use crate::config::InitHeads;
         type Inner = burn::backend::Flex;
         let device = Default::default();
-        let vit_cfg = model::test_vit_config();
+        let vit_cfg = model_file::test_vit_config();
         let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let heads_cfg = HeadsConfig::new(3, 16).with_hidden(vec![4]).with_seed(7);
         let dir = tempfile::tempdir().unwrap();
@@ -309,7 +310,7 @@ mod tests {
             heads: heads_cfg.clone(),
             labels: labels.clone(),
         };
-        model::save_model(
+        model_file::save_model(
             &paths.model(),
             &meta,
             vit_cfg.init::<Inner>(&device),
@@ -322,7 +323,7 @@ mod tests {
             &device,
         );
         // The init run's own scores, straight from its model file.
-        let init = model::load_model::<Inner>(&paths.model(), &device).unwrap();
+        let init = model_file::load_model::<Inner>(&paths.model(), &device).unwrap();
         let expected = init
             .heads
             .forward(init.vit.forward(pixels.clone()))

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 
 use crate::clip::{clip_global_norm, ClipScope};
 use crate::config::TrainSettings;
-use crate::model::Policy;
+use crate::policy::Policy;
 
 /// The RNG for the objective's random choices at `step`: a fresh ChaCha8 stream keyed by
 /// (seed, step), so a resumed run draws exactly what an uninterrupted one would.

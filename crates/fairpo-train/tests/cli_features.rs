@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fairpo_train::features::{load_cached, sidecar_path, FeatureLayer, FeatureMeta};
+use fairpo_train::{load_cached, sidecar_path, FeatureLayer, FeatureMeta};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fairpo-vit/tests/fixtures")

@@ -10,9 +10,10 @@ use fairpo_metrics::Partition;
 
 use crate::config::RunConfig;
 use crate::device::{run_on, BackendTask, DeviceSpec};
-use crate::evaluate;
-use crate::hidden::HiddenSource;
-use crate::model::{self, Policy};
+use crate::eval;
+use crate::trunk_features::TrunkFeatures;
+use crate::checkpoint::model_file;
+use crate::policy::Policy;
 use crate::run::RunPaths;
 
 /// Arguments of `fairpo eval`.
@@ -79,10 +80,10 @@ impl BackendTask for EvalTask {
             partition,
         } = self;
         let device = &device;
-        let fm = model::load_model::<AB::InnerBackend>(&paths.model(), device)?;
+        let fm = model_file::load_model::<AB::InnerBackend>(&paths.model(), device)?;
         let k = summary.trainable_layers;
         let (trunk, tail) = fm.vit.split(k);
-        let fp = model::trunk_fingerprint(&trunk);
+        let fp = model_file::trunk_fingerprint(&trunk);
         let policy = Policy {
             tail,
             heads: fm.heads,
@@ -113,9 +114,9 @@ impl BackendTask for EvalTask {
                 ..Default::default()
             },
         )?;
-        let mut hidden = HiddenSource::new(trunk, &cfg, &fp, k, false, device)?;
-        let settings = evaluate::Settings::from_config(&cfg);
-        let e = evaluate::evaluate_split(
+        let mut hidden = TrunkFeatures::new(trunk, &cfg, &fp, k, false, device)?;
+        let settings = eval::Settings::from_config(&cfg);
+        let e = eval::evaluate_split(
             &mut hidden,
             &policy,
             &loader,
@@ -125,7 +126,7 @@ impl BackendTask for EvalTask {
             &settings,
         )?;
         let out = paths.root.join(format!("eval-{}.json", args.split));
-        evaluate::write_metrics_json(
+        eval::write_metrics_json(
             &out,
             &e,
             &cfg,

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::config::RunConfig;
 use crate::device::{run_on, BackendTask, DeviceSpec};
-use crate::trainer::{self, TrainOptions, TrainOutcome};
+use crate::train::{self, TrainOptions, TrainOutcome};
 
 /// Arguments of `fairpo train`.
 #[derive(Debug, Args)]
@@ -71,7 +71,7 @@ struct TrainTask {
 impl BackendTask for TrainTask {
     type Output = Result<TrainOutcome>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        trainer::train::<B>(self.cfg, &self.opts, &device)
+        train::train::<B>(self.cfg, &self.opts, &device)
     }
 }
 
@@ -79,7 +79,7 @@ impl BackendTask for TrainTask {
 fn install_ctrlc() {
     use std::sync::atomic::Ordering;
     let _ = ctrlc::set_handler(|| {
-        if trainer::INTERRUPTED.swap(true, Ordering::SeqCst) {
+        if train::INTERRUPTED.swap(true, Ordering::SeqCst) {
             eprintln!("second Ctrl-C: exiting without a checkpoint");
             std::process::exit(130);
         }

@@ -8,8 +8,8 @@ use fairpo_metrics::{MetricsAccumulator, MetricsConfig, MetricsReport, Partition
 use serde::Serialize;
 
 use crate::config::{Group, RunConfig, SelectMetric, TrainSettings};
-use crate::hidden::HiddenSource;
-use crate::model::Policy;
+use crate::trunk_features::TrunkFeatures;
+use crate::policy::Policy;
 use crate::run::RunPaths;
 
 /// Metric settings of a run.
@@ -68,7 +68,7 @@ impl Evaluation {
 /// Scores `indices` of the loader's dataset with `policy` and computes the metrics.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_split<B: Backend>(
-    hidden: &mut HiddenSource<B>,
+    hidden: &mut TrunkFeatures<B>,
     policy: &Policy<B>,
     loader: &BatchLoader,
     split_key: &str,

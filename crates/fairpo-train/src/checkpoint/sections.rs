@@ -32,11 +32,11 @@ pub enum ContainerError {
 
 /// Named binary sections.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Container {
+pub struct SectionFile {
     sections: BTreeMap<String, Vec<u8>>,
 }
 
-impl Container {
+impl SectionFile {
     /// An empty container.
     pub fn new() -> Self {
         Self::default()
@@ -82,7 +82,7 @@ impl Container {
         out
     }
 
-    /// Parses bytes written by [`Container::encode`].
+    /// Parses bytes written by [`SectionFile::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, ContainerError> {
         let mut r = Reader { bytes, pos: 0 };
         if r.take(8)? != MAGIC {
@@ -142,12 +142,12 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let mut c = Container::new();
+        let mut c = SectionFile::new();
         c.insert("state", b"{\"epoch\":3}".to_vec());
         c.insert("model", vec![1, 2, 3, 4, 5]);
         c.insert("empty", vec![]);
         let bytes = c.encode();
-        let back = Container::decode(&bytes).unwrap();
+        let back = SectionFile::decode(&bytes).unwrap();
         assert_eq!(back, c);
         assert_eq!(back.get("model").unwrap(), &[1, 2, 3, 4, 5]);
         assert_eq!(
@@ -155,14 +155,14 @@ mod tests {
             Err(ContainerError::Missing("nope".into()))
         );
         assert_eq!(
-            Container::decode(&bytes[..bytes.len() - 1]),
+            SectionFile::decode(&bytes[..bytes.len() - 1]),
             Err(ContainerError::Truncated)
         );
         let mut extra = bytes.clone();
         extra.push(0);
-        assert_eq!(Container::decode(&extra), Err(ContainerError::Truncated));
+        assert_eq!(SectionFile::decode(&extra), Err(ContainerError::Truncated));
         assert_eq!(
-            Container::decode(b"PK\x03\x04xxxxxxxxxxxx"),
+            SectionFile::decode(b"PK\x03\x04xxxxxxxxxxxx"),
             Err(ContainerError::BadMagic)
         );
     }

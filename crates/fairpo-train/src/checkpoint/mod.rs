@@ -1,6 +1,9 @@
 //! The resumable checkpoint (`checkpoints/last.ckpt`: trainer state, policy, AdamW moments)
 //! and the best policy so far (`checkpoints/best.ckpt`), each one container written atomically.
 
+pub(crate) mod model_file;
+pub(crate) mod sections;
+
 use anyhow::{anyhow, Context, Result};
 use burn::optim::Optimizer;
 use burn::prelude::*;
@@ -10,9 +13,9 @@ use fairpo_grpo::SchedulerState;
 use fairpo_vit::{record_from_bytes, record_to_bytes};
 use serde::{Deserialize, Serialize};
 
-use crate::container::Container;
+use crate::checkpoint::sections::SectionFile;
 use crate::early_stop::EarlyStopping;
-use crate::model::Policy;
+use crate::policy::Policy;
 use crate::run::RunPaths;
 
 /// Everything that changes during training besides the weights and optimizer moments.
@@ -53,7 +56,7 @@ pub fn save_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
     policy: &Policy<B>,
     optim: &O,
 ) -> Result<()> {
-    let mut c = Container::new();
+    let mut c = SectionFile::new();
     c.insert("state", serde_json::to_vec_pretty(state)?);
     c.insert(
         "policy",
@@ -76,7 +79,7 @@ pub fn load_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
 ) -> Result<(TrainerState, Policy<B>, O)> {
     let p = paths.last_checkpoint();
     let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-    let mut c = Container::decode(&bytes).with_context(|| format!("{}", p.display()))?;
+    let mut c = SectionFile::decode(&bytes).with_context(|| format!("{}", p.display()))?;
     let state: TrainerState = serde_json::from_slice(c.get("state")?)
         .with_context(|| format!("{}: state", p.display()))?;
     let policy = record_from_bytes(policy, c.take("policy")?, device)
@@ -89,7 +92,7 @@ pub fn load_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
 
 /// Writes `checkpoints/best.ckpt` (the policy of `epoch`).
 pub fn save_best<B: Backend>(paths: &RunPaths, epoch: usize, policy: &Policy<B>) -> Result<()> {
-    let mut c = Container::new();
+    let mut c = SectionFile::new();
     c.insert("epoch", epoch.to_string().into_bytes());
     c.insert(
         "policy",
@@ -107,7 +110,7 @@ pub fn load_best<B: Backend>(
 ) -> Result<Policy<B>> {
     let p = paths.best_checkpoint();
     let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-    let mut c = Container::decode(&bytes).with_context(|| format!("{}", p.display()))?;
+    let mut c = SectionFile::decode(&bytes).with_context(|| format!("{}", p.display()))?;
     record_from_bytes(policy, c.take("policy")?, device)
         .map_err(|e| anyhow!("{}: {e}", p.display()))
 }
@@ -118,13 +121,13 @@ mod tests {
     use burn::optim::{AdamWConfig, GradientsParams};
     use fairpo_heads::HeadsConfig;
 
-    use crate::model;
+    use crate::checkpoint::model_file;
 
     type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 
     fn tiny_policy(seed: u64) -> Policy<Ad> {
         let device = Default::default();
-        let cfg = model::test_vit_config();
+        let cfg = model_file::test_vit_config();
         <Ad as Backend>::seed(&device, seed);
         let (_, tail) = cfg.init::<Ad>(&device).split_frozen(1);
         Policy {

@@ -5,6 +5,8 @@
 //! the resolved configuration is written to the run folder as `config.toml`.
 //! Relative paths are relative to the current directory (the workspace root for `xtask`).
 
+pub(crate) mod overlay;
+
 use std::path::{Path, PathBuf};
 
 use fairpo_data::DatasetSpec;
@@ -12,7 +14,7 @@ use fairpo_grpo::SchedulerConfig;
 use fairpo_objectives::ObjectiveConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::tomlx::{self, TomlError};
+use overlay::TomlError;
 
 /// A complete training run description.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -333,10 +335,10 @@ impl RunConfig {
     pub fn load(paths: &[PathBuf], overrides: &[String]) -> Result<Self, ConfigError> {
         let mut table = toml::Table::new();
         for p in paths {
-            tomlx::merge(&mut table, tomlx::read_table(p)?);
+            overlay::merge(&mut table, overlay::read_table(p)?);
         }
         for o in overrides {
-            tomlx::apply_override(&mut table, o)?;
+            overlay::apply_override(&mut table, o)?;
         }
         let origin = paths
             .iter()
@@ -348,7 +350,7 @@ impl RunConfig {
         } else {
             format!("{origin} (with --set)")
         };
-        let cfg: RunConfig = tomlx::deserialize(table, &origin)?;
+        let cfg: RunConfig = overlay::deserialize(table, &origin)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -361,7 +363,7 @@ impl RunConfig {
                 path: origin.to_string(),
                 message: e.to_string().trim().replace('\n', " "),
             })?;
-        let cfg: RunConfig = tomlx::deserialize(table, origin)?;
+        let cfg: RunConfig = overlay::deserialize(table, origin)?;
         cfg.validate()?;
         Ok(cfg)
     }

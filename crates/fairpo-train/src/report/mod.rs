@@ -1,6 +1,9 @@
 //! Reports: a run's `report.md` with plots, and the comparison of several runs in the
 //! paper's Table 1/2 layout (with mean ± std over seeds and the paper's numbers beside).
 
+mod paper_tables;
+mod plots;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::config::RunConfig;
-use crate::paper::{self, PaperRow};
-use crate::plots::{self, Series};
+use paper_tables::PaperRow;
+use plots::Series;
 use crate::run::{read_log, RunPaths, RunSummary};
 
 /// One group's metrics as read back from `metrics.json`.
@@ -485,7 +488,7 @@ pub fn compare(
             .find(|d| first.starts_with(&format!("{d}-")))
             .map(|d| d.to_string())
     });
-    if let Some(table) = dataset.as_deref().and_then(paper::main_table) {
+    if let Some(table) = dataset.as_deref().and_then(paper_tables::main_table) {
         let _ = writeln!(
             md,
             "\n**The paper's published numbers** ({}; ViT-B/16, model selected on the test set and metrics averaged per batch of 32 in the released code, so not directly comparable):\n",
@@ -497,7 +500,7 @@ pub fn compare(
                 md,
                 "\n**The paper's ablations** (Tables 3 and 4, MS-COCO):\n"
             );
-            paper_table(&mut md, &paper::TABLES34_COCO_ABLATIONS);
+            paper_table(&mut md, &paper_tables::TABLES34_COCO_ABLATIONS);
         }
     }
     if let Some(out) = out {

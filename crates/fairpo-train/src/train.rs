@@ -25,9 +25,10 @@ use crate::checkpoint::{load_best, load_last, save_best, save_last, TrainerState
 use crate::collapse;
 use crate::config::RunConfig;
 use crate::early_stop::{EarlyStopping, EpochVerdict};
-use crate::evaluate::{self, Evaluation};
-use crate::hidden::HiddenSource;
-use crate::model::{self, ModelMeta, Policy};
+use crate::eval::{self, Evaluation};
+use crate::trunk_features::TrunkFeatures;
+use crate::checkpoint::model_file::{self, ModelMeta};
+use crate::policy::Policy;
 use crate::report;
 use crate::run::{EpochLine, GroupValues, JsonLog, RunPaths, RunSummary, StepLine, WarningLine};
 use crate::setup::{
@@ -227,7 +228,7 @@ pub fn train<B: AutodiffBackend>(
         backbone.config.num_hidden_layers,
     )?;
     let (trunk, tail) = backbone.vit.split_frozen(k);
-    let trunk_fp = model::trunk_fingerprint(&trunk);
+    let trunk_fp = model_file::trunk_fingerprint(&trunk);
     let (mut policy, heads_cfg) = init_policy(
         &cfg,
         tail,
@@ -325,7 +326,7 @@ pub fn train<B: AutodiffBackend>(
     let train_loader = loader(&train_ds, &cfg, cfg.train.batch_size, augment)?;
     let eval_train_loader = loader(&train_ds, &cfg, cfg.train.eval_batch_size, false)?;
     let test_loader = loader(&test_ds, &cfg, cfg.train.eval_batch_size, false)?;
-    let mut hidden = HiddenSource::new(trunk, &cfg, &trunk_fp, k, augment, device)?;
+    let mut hidden = TrunkFeatures::new(trunk, &cfg, &trunk_fp, k, augment, device)?;
 
     let (sel_ds_loader, sel_indices, sel_name) = match splits.select_on {
         fairpo_data::SelectOn::Val => (&eval_train_loader, splits.val_indices.clone(), "val"),
@@ -339,7 +340,7 @@ pub fn train<B: AutodiffBackend>(
     }
     let sel_key = if sel_name == "val" { "train" } else { "test" };
 
-    let eval_settings = evaluate::Settings::from_config(&cfg);
+    let eval_settings = eval::Settings::from_config(&cfg);
     let step_settings = StepSettings::new(&cfg.train, &cfg.objective, &mask);
     let bs = cfg.train.batch_size;
     while !state.done && state.epoch < cfg.train.epochs {
@@ -458,7 +459,7 @@ pub fn train<B: AutodiffBackend>(
 
         // Validation.
         let valid = policy.valid();
-        let eval = evaluate::evaluate_split(
+        let eval = eval::evaluate_split(
             &mut hidden,
             &valid,
             sel_ds_loader,
@@ -528,7 +529,7 @@ pub fn train<B: AutodiffBackend>(
     let best_epoch = state.early.best_epoch;
     let best = load_best::<B::InnerBackend>(&paths, policy.valid(), device)?;
     let test_indices = splits.test_indices();
-    let test = evaluate::evaluate_split(
+    let test = eval::evaluate_split(
         &mut hidden,
         &best,
         &test_loader,
@@ -537,7 +538,7 @@ pub fn train<B: AutodiffBackend>(
         &partition,
         &eval_settings,
     )?;
-    evaluate::write_outputs(&paths, &test, &cfg, best_epoch, sel_name)?;
+    eval::write_outputs(&paths, &test, &cfg, best_epoch, sel_name)?;
     let trunk = hidden.into_trunk();
     let vit = ViT::join(trunk, best.tail.clone());
     let meta = ModelMeta {
@@ -545,7 +546,7 @@ pub fn train<B: AutodiffBackend>(
         heads: heads_cfg.clone(),
         labels: labels.clone(),
     };
-    model::save_model(&paths.model(), &meta, vit, best.heads.clone())?;
+    model_file::save_model(&paths.model(), &meta, vit, best.heads.clone())?;
     let secs = state.train_seconds + wall.elapsed().as_secs_f64();
     fairpo_io::write_json_atomic(paths.run_json(), &summary(true, best_epoch, secs))?;
     report::write_run_report(&paths).context("writing report.md")?;

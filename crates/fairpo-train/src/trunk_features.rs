@@ -51,7 +51,7 @@ struct CachedSplit {
 pub type HiddenBatches<'a, B> = Box<dyn Iterator<Item = Result<(Tensor<B, 3>, Vec<u8>)>> + 'a>;
 
 /// Produces `(hidden [B,S,D], targets [B·T])` batches.
-pub struct HiddenSource<B: Backend> {
+pub struct TrunkFeatures<B: Backend> {
     trunk: ViTTrunk<B>,
     device: B::Device,
     cache: Option<CacheSettings>,
@@ -68,9 +68,9 @@ struct CacheSettings {
     max_floats: usize,
 }
 
-impl<B: Backend> std::fmt::Debug for HiddenSource<B> {
+impl<B: Backend> std::fmt::Debug for TrunkFeatures<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HiddenSource")
+        f.debug_struct("TrunkFeatures")
             .field("cache", &self.cache.is_some())
             .finish()
     }
@@ -79,7 +79,7 @@ impl<B: Backend> std::fmt::Debug for HiddenSource<B> {
 /// Largest cache kept in memory per split: 4 GiB of f32.
 const MAX_CACHE_FLOATS: usize = 1 << 30;
 
-impl<B: Backend> HiddenSource<B> {
+impl<B: Backend> TrunkFeatures<B> {
     /// A source over `trunk`; caching is decided from the config (see the module docs).
     pub fn new(
         trunk: ViTTrunk<B>,

@@ -1,5 +1,6 @@
-//! The trainable policy (ViT tail + label heads), finished-model files, and the
-//! fingerprint that tells whether two runs share a frozen trunk.
+//! Finished-model files (`model.ckpt`: the whole ViT, the heads and their architecture), the
+//! heads' safetensors layout, and the fingerprint that tells whether two runs share a frozen
+//! trunk.
 
 use std::path::Path;
 
@@ -10,28 +11,7 @@ use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig, ViTTail, Vi
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::container::Container;
-
-/// The trainable part of a run: the last `k` encoder layers (+ final LayerNorm, + the
-/// embeddings when everything trains) and the per-label heads.
-#[derive(Module, Debug)]
-pub struct Policy<B: Backend> {
-    /// Trainable top of the backbone.
-    pub tail: ViTTail<B>,
-    /// Per-label MLP heads.
-    pub heads: Heads<B>,
-}
-
-impl<B: Backend> Policy<B> {
-    /// Logits from the frozen trunk's output.
-    ///
-    /// # Shapes
-    /// - hidden: `[B, N+1, D]` (or `[B, N, C·p·p]` patches when every layer trains)
-    /// - output: logits `[B, T]`
-    pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
-        self.heads.forward(self.tail.forward(hidden))
-    }
-}
+use crate::checkpoint::sections::SectionFile;
 
 /// Architecture of a finished model, stored beside its weights.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -83,7 +63,7 @@ pub fn save_model<B: Backend>(
         path: path.display().to_string(),
         reason,
     };
-    let mut c = Container::new();
+    let mut c = SectionFile::new();
     c.insert(
         "meta",
         serde_json::to_vec_pretty(meta).map_err(|e| fmt(e.to_string()))?,
@@ -107,7 +87,7 @@ pub fn load_model<B: Backend>(
         path: path.display().to_string(),
         source,
     })?;
-    let mut c = Container::decode(&bytes).map_err(|e| fmt(e.to_string()))?;
+    let mut c = SectionFile::decode(&bytes).map_err(|e| fmt(e.to_string()))?;
     let meta: ModelMeta = serde_json::from_slice(c.get("meta").map_err(|e| fmt(e.to_string()))?)
         .map_err(|e| fmt(format!("bad meta: {e}")))?;
     // A record holds at least 4 bytes per f32 parameter: a meta claiming more than the file
