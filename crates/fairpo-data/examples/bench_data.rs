@@ -148,12 +148,11 @@ fn main() {
         pre.config().clone(),
         LoaderConfig {
             batch_size: 32,
-            shuffle: true,
             ..LoaderConfig::default()
         },
     )
     .expect("loader");
-    let idx: Vec<usize> = (0..n).collect();
+    let idx = fairpo_data::epoch_order(&(0..n).collect::<Vec<_>>(), true, 42, 0);
     let t = Instant::now();
     let mut count = 0;
     for b in loader.epoch(&idx, 0).expect("epoch") {

@@ -2,9 +2,9 @@
 //!
 //! Each batch is decoded and preprocessed in parallel on a rayon pool; a background thread runs
 //! ahead by `prefetch` batches through a bounded channel, so the training step rarely waits on
-//! decoding. The order is deterministic: for a seed, epoch `e` visits the given indices in the
-//! same shuffled order every time, and augmentation draws from a generator seeded by
-//! (seed, epoch, image index), independent of thread scheduling.
+//! decoding. Batches visit the given indices in the given order (the trainer shuffles them with
+//! `epoch_order`), and augmentation draws from a generator seeded by (seed, epoch, image
+//! index), independent of thread scheduling.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
 use crate::preprocess::{decode_rgb, PreprocessConfig, Preprocessor};
-use crate::split::{epoch_order, mix};
+use crate::split::mix;
 
 /// One batch: pixels `[B,3,H,W]` and targets `[B,T]`, row-major, with the dataset rows they came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,9 +46,7 @@ pub struct Batch {
 pub struct LoaderConfig {
     /// Images per batch (default 32).
     pub batch_size: usize,
-    /// Shuffle the order each epoch, seeded by (seed, epoch) (default false).
-    pub shuffle: bool,
-    /// Seed of shuffling and augmentation (default 42).
+    /// Seed of augmentation (default 42).
     pub seed: u64,
     /// Drop a last, smaller batch (default false).
     pub drop_last: bool,
@@ -69,7 +67,6 @@ impl Default for LoaderConfig {
     fn default() -> Self {
         LoaderConfig {
             batch_size: 32,
-            shuffle: false,
             seed: 42,
             drop_last: false,
             prefetch: 2,
@@ -175,9 +172,8 @@ impl BatchLoader {
                 self.dataset.len()
             )));
         }
-        let order = epoch_order(indices, self.cfg.shuffle, self.cfg.seed, epoch);
         let bs = self.cfg.batch_size;
-        let chunks: Vec<Vec<usize>> = order
+        let chunks: Vec<Vec<usize>> = indices
             .chunks(bs)
             .filter(|c| !self.cfg.drop_last || c.len() == bs)
             .map(<[usize]>::to_vec)

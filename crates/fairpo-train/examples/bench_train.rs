@@ -18,9 +18,9 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use fairpo_heads::HeadsConfig;
 use fairpo_objectives::ObjectiveConfig;
-use fairpo_train::RunConfig;
-use fairpo_train::Policy;
 use fairpo_train::step::{self, Pairs, StepSettings};
+use fairpo_train::Policy;
+use fairpo_train::RunConfig;
 use fairpo_train::{TrainOptions, TrainOutcome};
 use fairpo_vit::ViTConfig;
 
@@ -100,8 +100,7 @@ fn demo_epochs() -> anyhow::Result<()> {
             TrainOutcome::Finished { .. } => {}
             TrainOutcome::Interrupted { .. } => anyhow::bail!("demo run interrupted"),
         }
-        let log =
-            fairpo_train::read_log(&run.join("log.jsonl")).map_err(anyhow::Error::msg)?;
+        let log = fairpo_train::read_log(&run.join("log.jsonl")).map_err(anyhow::Error::msg)?;
         let secs: Vec<f64> = log.epochs.iter().map(|e| e.seconds).collect();
         println!(
             "| {} | {:.1} | {:.1} | {:.1} |",

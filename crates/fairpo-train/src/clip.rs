@@ -56,7 +56,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
 }
 
 /// The global L2 norm of the module's gradients.
-pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+pub(crate) fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> f64 {
@@ -70,7 +70,7 @@ pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 /// Scales all gradients so that their global L2 norm is at most `max_norm` (PyTorch
 /// `clip_grad_norm_`, including its 1e-6 in the denominator). Returns the gradients and
 /// the norm before clipping.
-pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+pub(crate) fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     mut grads: GradientsParams,
     max_norm: f64,

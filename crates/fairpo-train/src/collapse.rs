@@ -8,14 +8,14 @@
 use serde::{Deserialize, Serialize};
 
 /// A group weight below this counts as switched off.
-pub const ALPHA_FLOOR: f64 = 0.02;
+pub(crate) const ALPHA_FLOOR: f64 = 0.02;
 /// Consecutive steps below the floor before the run is warned about.
-pub const SUSTAINED_STEPS: u64 = 50;
+pub(crate) const SUSTAINED_STEPS: u64 = 50;
 
 /// Per-group count of consecutive steps below the floor; part of the checkpointed trainer
 /// state, so a resumed run warns exactly where an uninterrupted one would.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct CollapseWatch {
+pub(crate) struct CollapseWatch {
     below: Vec<u64>,
     warned: Vec<bool>,
 }
@@ -23,7 +23,7 @@ pub struct CollapseWatch {
 impl CollapseWatch {
     /// Records one step's weights; returns the groups that have just completed
     /// [`SUSTAINED_STEPS`] steps below the floor (each group is reported once per run).
-    pub fn observe(&mut self, alpha: &[f64]) -> Vec<usize> {
+    pub(crate) fn observe(&mut self, alpha: &[f64]) -> Vec<usize> {
         self.below.resize(alpha.len(), 0);
         self.warned.resize(alpha.len(), false);
         let mut out = Vec::new();
@@ -43,7 +43,12 @@ impl CollapseWatch {
 }
 
 /// The warning for `group` (0 = P, 1 = P̄) collapsing at `step` under a scheduler with `delta`.
-pub fn message(group: usize, step: u64, kind: fairpo_grpo::SchedulerKind, delta: f64) -> String {
+pub(crate) fn message(
+    group: usize,
+    step: u64,
+    kind: fairpo_grpo::SchedulerKind,
+    delta: f64,
+) -> String {
     let name = if group == 0 {
         "privileged (P)"
     } else {

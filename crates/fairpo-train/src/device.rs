@@ -24,7 +24,7 @@ use std::str::FromStr;
 use burn::tensor::backend::AutodiffBackend;
 
 /// The CPU training backend.
-pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
+pub(crate) type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
 
 /// The CUDA training backend.
 #[cfg(feature = "cuda")]
@@ -87,11 +87,12 @@ impl fmt::Display for DeviceSpec {
 
 /// Why a device cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
+pub(crate) enum DeviceError {
     /// CUDA asked for in a build without the `cuda` feature.
     #[error("device {0} requested, but this fairpo was built without CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit) or use --device cpu")]
     CudaNotBuilt(DeviceSpec),
     /// The CUDA runtime failed to initialise the device (no driver, no such GPU...).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     #[error("device {device} is not usable: {reason}")]
     CudaUnavailable {
         /// The device asked for.
@@ -102,7 +103,7 @@ pub enum DeviceError {
 }
 
 /// Code generic over the training backend, run by [`run_on`] on the chosen one.
-pub trait BackendTask {
+pub(crate) trait BackendTask {
     /// What the task returns.
     type Output;
     /// Run on backend `B` (an autodiff backend; its inner backend is `B::InnerBackend`).
@@ -110,7 +111,7 @@ pub trait BackendTask {
 }
 
 /// Run `task` on the backend and device `spec` names.
-pub fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output, DeviceError> {
+pub(crate) fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output, DeviceError> {
     match *spec {
         DeviceSpec::Cpu => Ok(task.run::<CpuBackend>(Default::default())),
         DeviceSpec::Cuda(n) => run_cuda(n, task),

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What an epoch's validation result means for training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EpochVerdict {
+pub(crate) enum EpochVerdict {
     /// The metric improved: this epoch's model is the new best.
     Improved,
     /// No improvement, but patience is not exhausted yet.
@@ -15,7 +15,7 @@ pub enum EpochVerdict {
 
 /// Tracks the best validation value (higher is better) and the epochs since it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EarlyStopping {
+pub(crate) struct EarlyStopping {
     /// Epochs without improvement tolerated before stopping (0 = never stop early).
     pub patience: usize,
     /// Best value seen so far.
@@ -28,7 +28,7 @@ pub struct EarlyStopping {
 
 impl EarlyStopping {
     /// A fresh tracker.
-    pub fn new(patience: usize) -> Self {
+    pub(crate) fn new(patience: usize) -> Self {
         Self {
             patience,
             best: None,
@@ -38,7 +38,7 @@ impl EarlyStopping {
     }
 
     /// Records the metric of `epoch`. A NaN value never counts as an improvement.
-    pub fn observe(&mut self, epoch: usize, value: f64) -> EpochVerdict {
+    pub(crate) fn observe(&mut self, epoch: usize, value: f64) -> EpochVerdict {
         let improved = match self.best {
             _ if value.is_nan() => false,
             None => true,

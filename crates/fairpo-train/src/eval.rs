@@ -1,20 +1,80 @@
 //! Inference over a split and the metrics of its scores; the run's result files.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use fairpo_data::BatchLoader;
+use fairpo_data::{DataSplits, SelectOn, Split};
 use fairpo_io::Matrix;
+use fairpo_metrics::GroupsReport;
 use fairpo_metrics::{MetricsAccumulator, MetricsConfig, MetricsReport, Partition};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Group, RunConfig, SelectMetric, TrainSettings};
-use crate::trunk_features::TrunkFeatures;
 use crate::policy::Policy;
 use crate::run::RunPaths;
+use crate::trunk_features::TrunkFeatures;
+
+/// A split a model is scored on: the test split, or the validation images held out of the
+/// training split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EvalSplit {
+    /// The dataset's test split.
+    Test,
+    /// `data.val_fraction` of the training split, held out.
+    Val,
+}
+
+impl EvalSplit {
+    /// `"test"` or `"val"`, as in file names and `metrics.json`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            EvalSplit::Test => "test",
+            EvalSplit::Val => "val",
+        }
+    }
+
+    /// The dataset split its images are in.
+    pub(crate) fn dataset(self) -> Split {
+        match self {
+            EvalSplit::Test => Split::Test,
+            EvalSplit::Val => Split::Train,
+        }
+    }
+
+    /// Its image indices within [`EvalSplit::dataset`].
+    pub(crate) fn indices(self, splits: &DataSplits) -> Vec<usize> {
+        match self {
+            EvalSplit::Test => splits.test_indices(),
+            EvalSplit::Val => splits.val_indices.clone(),
+        }
+    }
+}
+
+impl From<SelectOn> for EvalSplit {
+    fn from(s: SelectOn) -> Self {
+        match s {
+            SelectOn::Val => EvalSplit::Val,
+            SelectOn::Test => EvalSplit::Test,
+        }
+    }
+}
+
+impl std::str::FromStr for EvalSplit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "test" => Ok(EvalSplit::Test),
+            "val" => Ok(EvalSplit::Val),
+            _ => Err(format!("{s:?}: expected test or val")),
+        }
+    }
+}
 
 /// Metric settings of a run.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// What fairpo-metrics computes.
     pub metrics: MetricsConfig,
     /// Inference batch size.
@@ -23,7 +83,7 @@ pub struct Settings {
 
 impl Settings {
     /// From `[train]`.
-    pub fn from_config(cfg: &RunConfig) -> Self {
+    pub(crate) fn from_config(cfg: &RunConfig) -> Self {
         Self {
             metrics: MetricsConfig {
                 threshold: cfg.train.threshold,
@@ -67,18 +127,18 @@ impl Evaluation {
 
 /// Scores `indices` of the loader's dataset with `policy` and computes the metrics.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_split<B: Backend>(
+pub(crate) fn evaluate_split<B: Backend>(
     hidden: &mut TrunkFeatures<B>,
     policy: &Policy<B>,
     loader: &BatchLoader,
-    split_key: &str,
+    split: Split,
     indices: &[usize],
     partition: &Partition,
     settings: &Settings,
 ) -> Result<Evaluation> {
     let t = partition.num_labels();
     let mut acc = MetricsAccumulator::new(t);
-    for item in hidden.batches(loader, split_key, indices, 0, settings.batch_size)? {
+    for item in hidden.batches(loader, split, indices, 0, settings.batch_size)? {
         let (h, targets) = item?;
         let logits = policy.forward(h);
         let probs = probabilities(logits);
@@ -95,27 +155,55 @@ pub fn evaluate_split<B: Backend>(
     })
 }
 
-/// `metrics.json`: DESIGN.md's `{"groups": ...}` plus how they were computed.
-#[derive(Serialize, Debug)]
-struct MetricsFile<'a> {
-    groups: &'a fairpo_metrics::GroupsReport,
-    split: &'a str,
-    /// Split used for early stopping / checkpoint choice.
-    selected_on: &'a str,
-    best_epoch: Option<usize>,
-    /// `whole split` or `per batch of N` and the sample set.
-    averaging: String,
-    samples: String,
-    threshold: f64,
-    per_label_ap: &'a [Option<f64>],
-    labels: &'a [String],
-    privileged: &'a [usize],
-    method: String,
-    run: &'a str,
+/// `metrics.json` (and `eval-<split>.json`): the groups' metrics and how they were computed.
+/// Written by [`write_metrics_json`], read back by the reports.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub(crate) struct MetricsFile {
+    /// Metrics of all labels, P and P̄.
+    pub(crate) groups: GroupsReport,
+    /// The split scored (`test` or `val`).
+    pub(crate) split: String,
+    /// The split used for early stopping / checkpoint choice.
+    #[serde(default)]
+    pub(crate) selected_on: String,
+    /// The selected epoch (0-based).
+    #[serde(default)]
+    pub(crate) best_epoch: Option<usize>,
+    /// `whole split` or `mean over batches of N ...`.
+    #[serde(default)]
+    pub(crate) averaging: String,
+    /// The sample set of the sample-based metrics.
+    #[serde(default)]
+    pub(crate) samples: String,
+    /// Decision threshold.
+    pub(crate) threshold: f64,
+    /// AP of each label (`None` without positives), in label order.
+    #[serde(default)]
+    pub(crate) per_label_ap: Vec<Option<f64>>,
+    /// Label names.
+    #[serde(default)]
+    pub(crate) labels: Vec<String>,
+    /// Indices of the privileged labels.
+    #[serde(default)]
+    pub(crate) privileged: Vec<usize>,
+    /// `objective.method`.
+    pub(crate) method: String,
+    /// The run's name.
+    pub(crate) run: String,
+}
+
+impl MetricsFile {
+    /// Reads a metrics file written by [`write_metrics_json`].
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a fairpo metrics.json", path.display()))
+    }
 }
 
 /// Writes `metrics.json`, `scores.npy`, `targets.npy` for the test evaluation.
-pub fn write_outputs(
+pub(crate) fn write_outputs(
     paths: &RunPaths,
     test: &Evaluation,
     cfg: &RunConfig,
@@ -138,8 +226,8 @@ pub fn write_outputs(
 }
 
 /// Writes a metrics JSON file for `split`.
-pub fn write_metrics_json(
-    path: &std::path::Path,
+pub(crate) fn write_metrics_json(
+    path: &Path,
     e: &Evaluation,
     cfg: &RunConfig,
     partition: &Partition,
@@ -149,9 +237,9 @@ pub fn write_metrics_json(
 ) -> Result<()> {
     let m = &e.report.details.settings;
     let file = MetricsFile {
-        groups: &e.report.groups,
-        split,
-        selected_on,
+        groups: e.report.groups.clone(),
+        split: split.to_string(),
+        selected_on: selected_on.to_string(),
         best_epoch,
         averaging: match m.per_batch {
             None => "whole split".into(),
@@ -159,18 +247,18 @@ pub fn write_metrics_json(
         },
         samples: m.samples.to_string(),
         threshold: m.threshold,
-        per_label_ap: &e.report.per_label_ap,
-        labels: &partition.labels,
-        privileged: &partition.privileged,
+        per_label_ap: e.report.per_label_ap.clone(),
+        labels: partition.labels.clone(),
+        privileged: partition.privileged.clone(),
         method: format!("{:?}", cfg.objective.method).to_lowercase(),
-        run: &cfg.name,
+        run: cfg.name.clone(),
     };
     fairpo_io::write_json_atomic(path, &file)?;
     Ok(())
 }
 
 /// Scores `[N,T]` (f32 probabilities) from logits.
-pub fn probabilities<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
+pub(crate) fn probabilities<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
     burn::tensor::activation::sigmoid(logits)
         .into_data()
         .convert::<f32>()

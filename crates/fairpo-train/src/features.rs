@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the sidecar format.
-pub const FEATURE_FORMAT_VERSION: u32 = 1;
+pub(crate) const FEATURE_FORMAT_VERSION: u32 = 1;
 
 /// Image file extensions picked up from a directory (case-insensitive).
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+pub(crate) const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// Which hidden state's CLS token is extracted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +117,7 @@ pub fn sidecar_path(features: &Path) -> PathBuf {
 }
 
 /// SHA-256 (hex) of a file's bytes, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
@@ -125,7 +125,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// SHA-256 (hex) of a list of paths, one per line.
-pub fn sha256_paths(paths: &[PathBuf]) -> String {
+pub(crate) fn sha256_paths(paths: &[PathBuf]) -> String {
     let mut h = Sha256::new();
     for p in paths {
         h.update(p.to_string_lossy().as_bytes());
@@ -135,14 +135,14 @@ pub fn sha256_paths(paths: &[PathBuf]) -> String {
 }
 
 /// Lower-case hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The images named by `source`: a directory (its `.jpg`/`.jpeg`/`.png` files, not
 /// recursive, sorted lexicographically by file name) or a list file (one path per line,
 /// relative paths resolved against the list's folder; blank lines and `#` comments skipped).
-pub fn list_images(source: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn list_images(source: &Path) -> Result<Vec<PathBuf>> {
     let images = if source.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(source)
             .with_context(|| format!("reading image directory {}", source.display()))?
@@ -196,7 +196,7 @@ pub fn list_images(source: &Path) -> Result<Vec<PathBuf>> {
 
 /// The preprocessing a model folder asks for: the model's image size, overridden by its
 /// `preprocessor_config.json` (mean, std, size, filter) when present.
-pub fn preprocess_for_model(model_dir: &Path, cfg: &ViTConfig) -> Result<PreprocessConfig> {
+pub(crate) fn preprocess_for_model(model_dir: &Path, cfg: &ViTConfig) -> Result<PreprocessConfig> {
     let mut pre = PreprocessConfig {
         size: cfg.image_size,
         ..PreprocessConfig::default()
@@ -220,7 +220,7 @@ pub fn preprocess_for_model(model_dir: &Path, cfg: &ViTConfig) -> Result<Preproc
 /// Run the frozen model over `images` in batches of `batch` and return `[N, D]` CLS
 /// features. Images are decoded in parallel (rayon); `on_batch(done)` is called after
 /// every batch (progress). An unreadable image fails the whole run, naming the file.
-pub fn extract_features<B: Backend>(
+pub(crate) fn extract_features<B: Backend>(
     vit: &ViT<B>,
     images: &[PathBuf],
     pre: &Preprocessor,
@@ -280,7 +280,11 @@ pub fn extract_features<B: Backend>(
 
 /// Write `F.npy` and its sidecar, both atomically (the sidecar last, so a cache with a
 /// sidecar is always complete).
-pub fn write_features(path: &Path, features: &Matrix<f32>, meta: &FeatureMeta) -> Result<()> {
+pub(crate) fn write_features(
+    path: &Path,
+    features: &Matrix<f32>,
+    meta: &FeatureMeta,
+) -> Result<()> {
     fairpo_io::write_npy_f32(path, features)?;
     fairpo_io::write_json_atomic(sidecar_path(path), meta)?;
     Ok(())

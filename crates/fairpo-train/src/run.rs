@@ -8,73 +8,73 @@ use serde::{Deserialize, Serialize};
 
 /// Paths of everything a run writes.
 #[derive(Debug, Clone)]
-pub struct RunPaths {
+pub(crate) struct RunPaths {
     /// The run folder.
     pub root: PathBuf,
 }
 
 impl RunPaths {
     /// Paths under `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
     /// Resolved configuration.
-    pub fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.root.join("config.toml")
     }
     /// Label partition.
-    pub fn partition(&self) -> PathBuf {
+    pub(crate) fn partition(&self) -> PathBuf {
         self.root.join("partition.json")
     }
     /// Run summary (architecture, trunk fingerprint, state).
-    pub fn run_json(&self) -> PathBuf {
+    pub(crate) fn run_json(&self) -> PathBuf {
         self.root.join("run.json")
     }
     /// Per-step and per-epoch log.
-    pub fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         self.root.join("log.jsonl")
     }
     /// Checkpoint folder.
-    pub fn checkpoints(&self) -> PathBuf {
+    pub(crate) fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
     }
     /// Latest resumable checkpoint.
-    pub fn last_checkpoint(&self) -> PathBuf {
+    pub(crate) fn last_checkpoint(&self) -> PathBuf {
         self.checkpoints().join("last.ckpt")
     }
     /// Best policy so far (by the validation selection metric).
-    pub fn best_checkpoint(&self) -> PathBuf {
+    pub(crate) fn best_checkpoint(&self) -> PathBuf {
         self.checkpoints().join("best.ckpt")
     }
     /// The finished model (whole backbone + heads, from the best epoch).
-    pub fn model(&self) -> PathBuf {
+    pub(crate) fn model(&self) -> PathBuf {
         self.root.join("model.ckpt")
     }
     /// Test metrics.
-    pub fn metrics(&self) -> PathBuf {
+    pub(crate) fn metrics(&self) -> PathBuf {
         self.root.join("metrics.json")
     }
     /// Test scores (probabilities) [N,T].
-    pub fn scores(&self) -> PathBuf {
+    pub(crate) fn scores(&self) -> PathBuf {
         self.root.join("scores.npy")
     }
     /// Test targets [N,T].
-    pub fn targets(&self) -> PathBuf {
+    pub(crate) fn targets(&self) -> PathBuf {
         self.root.join("targets.npy")
     }
     /// Markdown report.
-    pub fn report(&self) -> PathBuf {
+    pub(crate) fn report(&self) -> PathBuf {
         self.root.join("report.md")
     }
     /// Plot folder.
-    pub fn plots(&self) -> PathBuf {
+    pub(crate) fn plots(&self) -> PathBuf {
         self.root.join("plots")
     }
 }
 
 /// `run.json`: what a later run needs to use this one as a reference or initialisation.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// Run name.
     pub name: String,
     /// Objective method (`bce`, `cpo`, ...).
@@ -107,15 +107,14 @@ pub struct RunSummary {
 /// Appends JSON lines to `log.jsonl`, flushing each line; `truncate_to` cuts it back to
 /// the length recorded in a checkpoint so a resumed run does not repeat lines.
 #[derive(Debug)]
-pub struct JsonLog {
+pub(crate) struct JsonLog {
     file: std::fs::File,
-    path: PathBuf,
     len: u64,
 }
 
 impl JsonLog {
     /// Opens (creating) the log, truncated to `truncate_to` bytes.
-    pub fn open(path: &Path, truncate_to: u64) -> std::io::Result<Self> {
+    pub(crate) fn open(path: &Path, truncate_to: u64) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -124,7 +123,6 @@ impl JsonLog {
         file.set_len(truncate_to)?;
         let mut log = Self {
             file,
-            path: path.to_path_buf(),
             len: truncate_to,
         };
         use std::io::Seek;
@@ -133,7 +131,7 @@ impl JsonLog {
     }
 
     /// Writes one line.
-    pub fn write<T: Serialize>(&mut self, value: &T) -> std::io::Result<()> {
+    pub(crate) fn write<T: Serialize>(&mut self, value: &T) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.file.write_all(&line)?;
@@ -143,18 +141,8 @@ impl JsonLog {
     }
 
     /// Bytes written so far (the offset to store in a checkpoint).
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
-    }
-
-    /// Whether nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -268,7 +256,7 @@ pub fn read_log(path: &Path) -> Result<LogContents, String> {
 }
 
 /// Reads a run's `run.json`.
-pub fn read_summary(paths: &RunPaths) -> anyhow::Result<RunSummary> {
+pub(crate) fn read_summary(paths: &RunPaths) -> anyhow::Result<RunSummary> {
     use anyhow::Context;
     let p = paths.run_json();
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;

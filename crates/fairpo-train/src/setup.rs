@@ -4,19 +4,22 @@
 //! preprocessing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use burn::prelude::*;
+use fairpo_data::{BatchLoader, Dataset, LoaderConfig};
 use fairpo_heads::{Heads, HeadsConfig};
-use fairpo_vit::{ViT, ViTConfig, ViTTail};
+use fairpo_metrics::Partition;
+use fairpo_vit::{ViT, ViTConfig, ViTTail, ViTTrunk};
 
-use crate::config::{RunConfig, TrainableLayers};
 use crate::checkpoint::model_file;
+use crate::config::{RunConfig, TrainableLayers};
 use crate::policy::Policy;
-use crate::run::RunPaths;
+use crate::run::{read_summary, RunPaths, RunSummary};
 
 /// A backbone ready for training: the whole ViT before splitting and where it came from.
-pub struct Backbone<B: Backend> {
+pub(crate) struct Backbone<B: Backend> {
     /// The model.
     pub vit: ViT<B>,
     /// Its architecture.
@@ -28,7 +31,7 @@ pub struct Backbone<B: Backend> {
 }
 
 /// The label heads of a finished run, as `model.init_from` finds them.
-pub struct InitRunHeads<B: Backend> {
+pub(crate) struct InitRunHeads<B: Backend> {
     /// The run folder they come from.
     pub run: PathBuf,
     /// Their architecture.
@@ -48,7 +51,10 @@ impl<B: Backend> std::fmt::Debug for Backbone<B> {
 }
 
 /// Builds the backbone named by `[model]`.
-pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<Backbone<B>> {
+pub(crate) fn load_backbone<B: Backend>(
+    cfg: &RunConfig,
+    device: &B::Device,
+) -> Result<Backbone<B>> {
     let m = &cfg.model;
     if let Some(run) = &m.init_from {
         let paths = RunPaths::new(run);
@@ -112,7 +118,7 @@ pub fn load_backbone<B: Backend>(cfg: &RunConfig, device: &B::Device) -> Result<
 /// `init_from`: Algorithm 2, line 1, starts the policy as a copy of the reference), and
 /// are fresh, seeded by `train.seed`, otherwise. Returns the policy and its heads'
 /// architecture.
-pub fn init_policy<B: Backend>(
+pub(crate) fn init_policy<B: Backend>(
     cfg: &RunConfig,
     tail: ViTTail<B>,
     init_heads: Option<InitRunHeads<B>>,
@@ -190,7 +196,7 @@ pub fn init_policy<B: Backend>(
 /// `model.backbone_preprocessing` is on, to
 /// `data.preprocess` (also with `init_from`: a `backbone` named beside it supplies the
 /// preprocessing both runs share).
-pub fn resolve_preprocessing(cfg: &mut RunConfig) -> Result<()> {
+pub(crate) fn resolve_preprocessing(cfg: &mut RunConfig) -> Result<()> {
     if !cfg.model.backbone_preprocessing {
         return Ok(());
     }
@@ -207,7 +213,7 @@ pub fn resolve_preprocessing(cfg: &mut RunConfig) -> Result<()> {
 }
 
 /// Resolves `trainable_layers` against the backbone depth.
-pub fn resolve_trainable(t: TrainableLayers, layers: usize) -> Result<usize> {
+pub(crate) fn resolve_trainable(t: TrainableLayers, layers: usize) -> Result<usize> {
     match t {
         TrainableLayers::All => Ok(layers),
         TrainableLayers::Last(k) if k <= layers => Ok(k),
@@ -218,7 +224,7 @@ pub fn resolve_trainable(t: TrainableLayers, layers: usize) -> Result<usize> {
 }
 
 /// Loads the reference run (`reference = "runs/<sft>"`) and checks it fits this run.
-pub fn load_reference<IB: Backend>(
+pub(crate) fn load_reference<IB: Backend>(
     reference: &Path,
     labels: &[String],
     vit_cfg: &ViTConfig,
@@ -281,6 +287,90 @@ pub fn load_reference<IB: Backend>(
         tail: ref_tail,
         heads: fm.heads,
     })
+}
+
+/// The loader of `dataset` with the run's settings: in the given order (the trainer shuffles),
+/// `batch` images a batch, augmenting when `augment`.
+pub(crate) fn batch_loader(
+    dataset: &Arc<Dataset>,
+    cfg: &RunConfig,
+    batch: usize,
+    augment: bool,
+) -> Result<BatchLoader> {
+    let lc = LoaderConfig {
+        batch_size: batch,
+        seed: cfg.train.seed,
+        drop_last: false,
+        prefetch: 2,
+        threads: cfg.train.workers,
+        pixels: true,
+        augment,
+        skip_corrupt: cfg.data.skip_corrupt,
+    };
+    Ok(BatchLoader::new(
+        Arc::clone(dataset),
+        cfg.data.preprocess.clone(),
+        lc,
+    )?)
+}
+
+/// A finished run opened for use: its folder, resolved configuration, summary and label
+/// partition. `fairpo eval` (and anything else that reuses a trained model) starts here.
+pub(crate) struct FinishedRun {
+    pub(crate) paths: RunPaths,
+    pub(crate) cfg: RunConfig,
+    pub(crate) summary: RunSummary,
+    pub(crate) partition: Partition,
+}
+
+impl FinishedRun {
+    /// Opens `dir`; an error names what is missing or unreadable.
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
+        let paths = RunPaths::new(dir);
+        if !paths.model().is_file() {
+            bail!(
+                "{} is not a finished run ({} is missing)",
+                dir.display(),
+                paths.model().display()
+            );
+        }
+        Ok(Self {
+            cfg: read_run_config(&paths)?,
+            summary: read_summary(&paths)?,
+            partition: Partition::load(paths.partition())?,
+            paths,
+        })
+    }
+
+    /// The selected model split at the run's `trainable_layers`: the frozen trunk, its
+    /// fingerprint, and the policy on top.
+    pub(crate) fn policy<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<(ViTTrunk<B>, String, Policy<B>)> {
+        let fm = model_file::load_model::<B>(&self.paths.model(), device)?;
+        let (trunk, tail) = fm.vit.split(self.summary.trainable_layers);
+        let fingerprint = model_file::trunk_fingerprint(&trunk);
+        Ok((
+            trunk,
+            fingerprint,
+            Policy {
+                tail,
+                heads: fm.heads,
+            },
+        ))
+    }
+}
+
+/// A run folder's `config.toml`: the configuration as resolved when it was trained.
+pub(crate) fn read_run_config(paths: &RunPaths) -> Result<RunConfig> {
+    let path = paths.config();
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(RunConfig::from_toml_str(
+        &text,
+        &path.display().to_string(),
+    )?)
 }
 
 #[cfg(test)]

@@ -17,27 +17,28 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use fairpo_data::{BatchLoader, DataSplits, Dataset, LoaderConfig};
+use fairpo_data::{DataSplits, Split};
 use fairpo_metrics::Partition;
 use fairpo_vit::ViT;
 
+use crate::checkpoint::model_file::{self, ModelMeta};
 use crate::checkpoint::{load_best, load_last, save_best, save_last, TrainerState};
 use crate::collapse;
 use crate::config::RunConfig;
 use crate::early_stop::{EarlyStopping, EpochVerdict};
-use crate::eval::{self, Evaluation};
-use crate::trunk_features::TrunkFeatures;
-use crate::checkpoint::model_file::{self, ModelMeta};
+use crate::eval::{self, EvalSplit, Evaluation};
 use crate::policy::Policy;
 use crate::report;
 use crate::run::{EpochLine, GroupValues, JsonLog, RunPaths, RunSummary, StepLine, WarningLine};
 use crate::setup::{
-    init_policy, load_backbone, load_reference, resolve_preprocessing, resolve_trainable,
+    batch_loader, init_policy, load_backbone, load_reference, resolve_preprocessing,
+    resolve_trainable,
 };
 use crate::step::{self, step_rng, Pairs, StepSettings};
+use crate::trunk_features::TrunkFeatures;
 
 /// Set by the Ctrl-C handler; the trainer checkpoints and stops at the next step.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// How `fairpo train` was asked to run.
 #[derive(Debug, Clone, Default)]
@@ -65,30 +66,6 @@ pub enum TrainOutcome {
         /// Global step at the checkpoint.
         step: u64,
     },
-}
-
-fn loader(
-    dataset: &Arc<Dataset>,
-    cfg: &RunConfig,
-    batch: usize,
-    augment: bool,
-) -> Result<BatchLoader> {
-    let lc = LoaderConfig {
-        batch_size: batch,
-        shuffle: false,
-        seed: cfg.train.seed,
-        drop_last: false,
-        prefetch: 2,
-        threads: cfg.train.workers,
-        pixels: true,
-        augment,
-        skip_corrupt: cfg.data.skip_corrupt,
-    };
-    Ok(BatchLoader::new(
-        Arc::clone(dataset),
-        cfg.data.preprocess.clone(),
-        lc,
-    )?)
 }
 
 /// Prepares the run folder: refuses to clobber an existing run unless asked.
@@ -323,14 +300,17 @@ pub fn train<B: AutodiffBackend>(
     let train_ds = Arc::new(splits.train.clone());
     let test_ds = Arc::new(splits.test.clone());
     let augment = cfg.data.preprocess.augment.enabled();
-    let train_loader = loader(&train_ds, &cfg, cfg.train.batch_size, augment)?;
-    let eval_train_loader = loader(&train_ds, &cfg, cfg.train.eval_batch_size, false)?;
-    let test_loader = loader(&test_ds, &cfg, cfg.train.eval_batch_size, false)?;
+    let train_loader = batch_loader(&train_ds, &cfg, cfg.train.batch_size, augment)?;
+    let eval_train_loader = batch_loader(&train_ds, &cfg, cfg.train.eval_batch_size, false)?;
+    let test_loader = batch_loader(&test_ds, &cfg, cfg.train.eval_batch_size, false)?;
     let mut hidden = TrunkFeatures::new(trunk, &cfg, &trunk_fp, k, augment, device)?;
 
-    let (sel_ds_loader, sel_indices, sel_name) = match splits.select_on {
-        fairpo_data::SelectOn::Val => (&eval_train_loader, splits.val_indices.clone(), "val"),
-        fairpo_data::SelectOn::Test => (&test_loader, splits.test_indices(), "test"),
+    let selection = EvalSplit::from(splits.select_on);
+    let sel_name = selection.name();
+    let sel_indices = selection.indices(&splits);
+    let sel_ds_loader = match selection {
+        EvalSplit::Val => &eval_train_loader,
+        EvalSplit::Test => &test_loader,
     };
     if sel_indices.is_empty() {
         bail!(
@@ -338,7 +318,6 @@ pub fn train<B: AutodiffBackend>(
             cfg.data.val_fraction
         );
     }
-    let sel_key = if sel_name == "val" { "train" } else { "test" };
 
     let eval_settings = eval::Settings::from_config(&cfg);
     let step_settings = StepSettings::new(&cfg.train, &cfg.objective, &mask);
@@ -357,7 +336,7 @@ pub fn train<B: AutodiffBackend>(
         );
         pb.set_position(state.batches_done as u64);
         let mut last_note = Instant::now();
-        let mut batches = hidden.batches(&train_loader, "train", rest, epoch as u64, bs)?;
+        let mut batches = hidden.batches(&train_loader, Split::Train, rest, epoch as u64, bs)?;
         while let Some(item) = batches.next() {
             let (hidden_inner, targets) = item?;
             let mut rng = step_rng(cfg.train.seed, state.step);
@@ -463,7 +442,7 @@ pub fn train<B: AutodiffBackend>(
             &mut hidden,
             &valid,
             sel_ds_loader,
-            sel_key,
+            selection.dataset(),
             &sel_indices,
             &partition,
             &eval_settings,
@@ -533,7 +512,7 @@ pub fn train<B: AutodiffBackend>(
         &mut hidden,
         &best,
         &test_loader,
-        "test",
+        Split::Test,
         &test_indices,
         &partition,
         &eval_settings,

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use fairpo_data::{Batch, BatchLoader};
+use fairpo_data::{Batch, BatchLoader, Split};
 use fairpo_vit::ViTTrunk;
 use sha2::{Digest, Sha256};
 
@@ -39,6 +39,14 @@ struct CacheSidecar {
     key: String,
 }
 
+/// The name of a dataset split in the cache key.
+fn split_key(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Test => "test",
+    }
+}
+
 /// Cached trunk outputs of one dataset split.
 struct CachedSplit {
     /// Row-major [N, S·D].
@@ -48,10 +56,11 @@ struct CachedSplit {
 }
 
 /// Batches of `(hidden [B,S,D], targets [B·T])`.
-pub type HiddenBatches<'a, B> = Box<dyn Iterator<Item = Result<(Tensor<B, 3>, Vec<u8>)>> + 'a>;
+pub(crate) type HiddenBatches<'a, B> =
+    Box<dyn Iterator<Item = Result<(Tensor<B, 3>, Vec<u8>)>> + 'a>;
 
 /// Produces `(hidden [B,S,D], targets [B·T])` batches.
-pub struct TrunkFeatures<B: Backend> {
+pub(crate) struct TrunkFeatures<B: Backend> {
     trunk: ViTTrunk<B>,
     device: B::Device,
     cache: Option<CacheSettings>,
@@ -81,7 +90,7 @@ const MAX_CACHE_FLOATS: usize = 1 << 30;
 
 impl<B: Backend> TrunkFeatures<B> {
     /// A source over `trunk`; caching is decided from the config (see the module docs).
-    pub fn new(
+    pub(crate) fn new(
         trunk: ViTTrunk<B>,
         cfg: &RunConfig,
         trunk_fingerprint: &str,
@@ -118,7 +127,7 @@ impl<B: Backend> TrunkFeatures<B> {
     }
 
     /// Gives the trunk back (e.g. to join it with the tail for the final model).
-    pub fn into_trunk(self) -> ViTTrunk<B> {
+    pub(crate) fn into_trunk(self) -> ViTTrunk<B> {
         self.trunk
     }
 
@@ -264,16 +273,17 @@ impl<B: Backend> TrunkFeatures<B> {
         Ok(())
     }
 
-    /// The batches of one pass over `indices` (in that order) of the loader's dataset.
-    /// `split_key` names the dataset for the cache (`"train"`, `"test"`).
-    pub fn batches<'a>(
+    /// The batches of one pass over `indices` (in that order) of the loader's dataset, which
+    /// is the `split` split.
+    pub(crate) fn batches<'a>(
         &'a mut self,
         loader: &'a BatchLoader,
-        split_key: &str,
+        split: Split,
         indices: &[usize],
         epoch: u64,
         batch_size: usize,
     ) -> Result<HiddenBatches<'a, B>> {
+        let split_key = split_key(split);
         self.fill(loader, split_key, indices)?;
         if self.cache.is_none() {
             let this: &'a Self = self;

@@ -26,10 +26,10 @@ use burn::prelude::*;
 use fairpo_grpo::{SchedulerConfig, SchedulerKind};
 use fairpo_heads::Heads;
 use fairpo_objectives::{Method, ObjectiveConfig, PairPlan};
+use fairpo_train::step::{self, Pairs, StepSettings};
 use fairpo_train::ClipScope;
 use fairpo_train::TrainSettings;
 use fairpo_train::{read_heads_safetensors, Policy};
-use fairpo_train::step::{self, Pairs, StepSettings};
 use fairpo_vit::{ViT, ViTConfig};
 use serde_json::Value;
 

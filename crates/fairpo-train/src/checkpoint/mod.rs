@@ -20,7 +20,7 @@ use crate::run::RunPaths;
 
 /// Everything that changes during training besides the weights and optimizer moments.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct TrainerState {
+pub(crate) struct TrainerState {
     /// Epoch in progress (0-based).
     pub epoch: usize,
     /// Batches of that epoch already trained.
@@ -50,7 +50,7 @@ pub struct TrainerState {
     pub collapse: crate::collapse::CollapseWatch,
 }
 
-pub fn save_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
+pub(crate) fn save_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
     paths: &RunPaths,
     state: &TrainerState,
     policy: &Policy<B>,
@@ -71,7 +71,7 @@ pub fn save_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
 }
 
 /// Reads `checkpoints/last.ckpt` into a policy and optimizer of the run's structure.
-pub fn load_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
+pub(crate) fn load_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
     paths: &RunPaths,
     policy: Policy<B>,
     optim: O,
@@ -91,7 +91,11 @@ pub fn load_last<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
 }
 
 /// Writes `checkpoints/best.ckpt` (the policy of `epoch`).
-pub fn save_best<B: Backend>(paths: &RunPaths, epoch: usize, policy: &Policy<B>) -> Result<()> {
+pub(crate) fn save_best<B: Backend>(
+    paths: &RunPaths,
+    epoch: usize,
+    policy: &Policy<B>,
+) -> Result<()> {
     let mut c = SectionFile::new();
     c.insert("epoch", epoch.to_string().into_bytes());
     c.insert(
@@ -103,7 +107,7 @@ pub fn save_best<B: Backend>(paths: &RunPaths, epoch: usize, policy: &Policy<B>)
 }
 
 /// Reads `checkpoints/best.ckpt` into a policy of the run's structure.
-pub fn load_best<B: Backend>(
+pub(crate) fn load_best<B: Backend>(
     paths: &RunPaths,
     policy: Policy<B>,
     device: &B::Device,

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use fairpo_heads::{Heads, HeadsConfig};
-use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig, ViTTail, ViTTrunk};
+use fairpo_vit::{record_from_bytes, record_to_bytes, ViT, ViTConfig, ViTTrunk};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -198,7 +198,7 @@ pub fn read_heads_safetensors<B: Backend>(
 
 /// SHA-256 over the trunk's parameter values (not their ids), in module order: two
 /// trunks with the same fingerprint compute the same hidden states.
-pub fn trunk_fingerprint<B: Backend>(trunk: &ViTTrunk<B>) -> String {
+pub(crate) fn trunk_fingerprint<B: Backend>(trunk: &ViTTrunk<B>) -> String {
     struct Hasher(Sha256, usize);
     impl<B: Backend> ModuleVisitor<B> for Hasher {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {

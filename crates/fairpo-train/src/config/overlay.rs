@@ -33,7 +33,7 @@ pub enum TomlError {
 }
 
 /// Reads a TOML file into a table.
-pub fn read_table(path: &Path) -> Result<Table, TomlError> {
+pub(crate) fn read_table(path: &Path) -> Result<Table, TomlError> {
     let text = std::fs::read_to_string(path).map_err(|source| TomlError::Read {
         path: path.display().to_string(),
         source,
@@ -45,7 +45,7 @@ pub fn read_table(path: &Path) -> Result<Table, TomlError> {
 }
 
 /// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
-pub fn merge(base: &mut Table, overlay: Table) {
+pub(crate) fn merge(base: &mut Table, overlay: Table) {
     for (key, value) in overlay {
         match (base.get_mut(&key), value) {
             (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
@@ -69,7 +69,7 @@ fn parse_value(raw: &str) -> Value {
 }
 
 /// Applies one `key.sub=value` override, creating intermediate tables as needed.
-pub fn apply_override(table: &mut Table, arg: &str) -> Result<(), TomlError> {
+pub(crate) fn apply_override(table: &mut Table, arg: &str) -> Result<(), TomlError> {
     let (key, raw) = arg.split_once('=').ok_or_else(|| TomlError::BadOverride {
         arg: arg.to_string(),
     })?;
@@ -100,7 +100,7 @@ pub fn apply_override(table: &mut Table, arg: &str) -> Result<(), TomlError> {
 }
 
 /// Deserialises a table into `T`, reporting the dotted path of the first bad key.
-pub fn deserialize<T: DeserializeOwned>(table: Table, origin: &str) -> Result<T, TomlError> {
+pub(crate) fn deserialize<T: DeserializeOwned>(table: Table, origin: &str) -> Result<T, TomlError> {
     let value = Value::Table(table);
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();

@@ -9,59 +9,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 
 use crate::config::RunConfig;
+use crate::eval::MetricsFile;
+use crate::run::{read_log, RunPaths, RunSummary};
 use paper_tables::PaperRow;
 use plots::Series;
-use crate::run::{read_log, RunPaths, RunSummary};
-
-/// One group's metrics as read back from `metrics.json`.
-#[derive(Deserialize, Debug, Clone, Default)]
-pub struct GroupRead {
-    /// mAP.
-    pub map: Option<f64>,
-    /// Sample F1.
-    pub sample_f1: Option<f64>,
-    /// Exact match.
-    pub emr: Option<f64>,
-    /// Accuracy.
-    pub accuracy: Option<f64>,
-}
-
-#[derive(Deserialize, Debug, Clone, Default)]
-struct GroupsRead {
-    all: GroupRead,
-    privileged: GroupRead,
-    non_privileged: GroupRead,
-}
-
-/// The parts of `metrics.json` reports use.
-#[derive(Deserialize, Debug, Clone)]
-pub struct MetricsRead {
-    groups: GroupsRead,
-    #[serde(default)]
-    selected_on: String,
-    #[serde(default)]
-    averaging: String,
-    #[serde(default)]
-    samples: String,
-    #[serde(default)]
-    per_label_ap: Vec<Option<f64>>,
-    #[serde(default)]
-    labels: Vec<String>,
-    #[serde(default)]
-    privileged: Vec<usize>,
-    #[serde(default)]
-    best_epoch: Option<usize>,
-}
-
-fn read_metrics(path: &Path) -> Result<MetricsRead> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a fairpo metrics.json", path.display()))
-}
 
 fn write_svg(path: &Path, svg: Result<String, String>) -> Result<()> {
     let svg = svg.map_err(anyhow::Error::msg)?;
@@ -88,7 +41,7 @@ fn smooth(points: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
 }
 
 /// `0.8123` → `"81.23"`, missing → `"–"`.
-pub fn pct(v: Option<f64>) -> String {
+pub(crate) fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |v| format!("{:.2}", 100.0 * v))
 }
 
@@ -97,9 +50,9 @@ fn p(v: Option<f64>) -> String {
 }
 
 /// Writes `report.md` and `plots/*.svg` of a finished run.
-pub fn write_run_report(paths: &RunPaths) -> Result<PathBuf> {
+pub(crate) fn write_run_report(paths: &RunPaths) -> Result<PathBuf> {
     let summary: RunSummary = crate::run::read_summary(paths)?;
-    let m = read_metrics(&paths.metrics())?;
+    let m = MetricsFile::read(&paths.metrics())?;
     let log = read_log(&paths.log()).map_err(anyhow::Error::msg)?;
     let plots_dir = paths.plots();
     std::fs::create_dir_all(&plots_dir)
@@ -302,7 +255,7 @@ pub fn write_run_report(paths: &RunPaths) -> Result<PathBuf> {
 struct RunRow {
     series: String,
     method: String,
-    m: MetricsRead,
+    m: MetricsFile,
     key_config: String,
 }
 
@@ -384,7 +337,7 @@ fn cell(values: &[Option<f64>]) -> (String, Option<f64>) {
 
 /// The comparison of several runs: a Markdown table (the paper's Table 1/2 layout),
 /// and optionally files in `out` (`report.md`, `map.svg`). Returns the Markdown.
-pub fn compare(
+pub(crate) fn compare(
     runs: &[PathBuf],
     out: Option<&Path>,
     paper_dataset: Option<&str>,
@@ -402,7 +355,7 @@ pub fn compare(
                 paths.metrics().display()
             );
         }
-        let m = read_metrics(&paths.metrics())?;
+        let m = MetricsFile::read(&paths.metrics())?;
         let cfg_text = std::fs::read_to_string(paths.config())
             .with_context(|| format!("reading {}", paths.config().display()))?;
         let cfg = RunConfig::from_toml_str(&cfg_text, &paths.config().display().to_string())?;

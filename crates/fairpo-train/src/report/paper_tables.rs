@@ -3,7 +3,7 @@
 
 /// One row of the paper's Table 1/2/3/4 layout: (P, P̄) pairs for each metric.
 #[derive(Debug, Clone, Copy)]
-pub struct PaperRow {
+pub(super) struct PaperRow {
     /// Method name as printed in the paper.
     pub method: &'static str,
     /// Our preset method key this row corresponds to (`sft`, `rw`, `gdro`, `dpo`, `simpo`, `cpo`,
@@ -38,7 +38,7 @@ const fn row(
 }
 
 /// Table 1: MS-COCO 2014.
-pub const TABLE1_COCO: [PaperRow; 6] = [
+pub(super) const TABLE1_COCO: [PaperRow; 6] = [
     row(
         "BCE SFT",
         "sft",
@@ -90,7 +90,7 @@ pub const TABLE1_COCO: [PaperRow; 6] = [
 ];
 
 /// Table 2: NUS-WIDE.
-pub const TABLE2_NUS: [PaperRow; 6] = [
+pub(super) const TABLE2_NUS: [PaperRow; 6] = [
     row(
         "BCE SFT",
         "sft",
@@ -142,7 +142,7 @@ pub const TABLE2_NUS: [PaperRow; 6] = [
 ];
 
 /// Tables 3 and 4: ablations of FairPO-CPO on MS-COCO (keys are our ablation overlay names).
-pub const TABLES34_COCO_ABLATIONS: [PaperRow; 7] = [
+pub(super) const TABLES34_COCO_ABLATIONS: [PaperRow; 7] = [
     row(
         "FairPO-CPO (Full)",
         "cpo",
@@ -201,25 +201,8 @@ pub const TABLES34_COCO_ABLATIONS: [PaperRow; 7] = [
     ),
 ];
 
-/// Table 6: FairPO-CPO mAP (P, P̄) on MS-COCO vs β (ε = 0.01, λ_CPO = 0.5).
-pub const TABLE6_BETA: [(f64, (f64, f64)); 5] = [
-    (0.05, (88.95, 90.28)),
-    (0.1, (89.32, 90.31)),
-    (0.5, (89.76, 90.34)),
-    (1.0, (89.51, 90.25)),
-    (2.0, (88.67, 90.11)),
-];
-
-/// Table 7: FairPO-CPO mAP (P, P̄) on MS-COCO vs ε (β = 0.5, λ_CPO = 0.5).
-pub const TABLE7_EPSILON: [(f64, (f64, f64)); 4] = [
-    (0.001, (89.65, 90.40)),
-    (0.01, (89.76, 90.34)),
-    (0.05, (89.81, 90.22)),
-    (0.1, (89.70, 90.05)),
-];
-
 /// The paper's main table for a dataset name (`coco` / `nus`), if it has one.
-pub fn main_table(dataset: &str) -> Option<&'static [PaperRow]> {
+pub(super) fn main_table(dataset: &str) -> Option<&'static [PaperRow]> {
     match dataset {
         "coco" => Some(&TABLE1_COCO),
         "nus" | "nus-wide" | "nuswide" => Some(&TABLE2_NUS),

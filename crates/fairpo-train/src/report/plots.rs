@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 /// One named line of a line plot.
 #[derive(Debug, Clone)]
-pub struct Series {
+pub(super) struct Series {
     /// Legend text.
     pub name: String,
     /// (x, y) points; non-finite points are skipped.
@@ -112,7 +112,7 @@ fn square_marker(color: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)
 }
 
 /// Renders a line plot with a legend as an SVG document.
-pub fn line_plot(
+pub(super) fn line_plot(
     title: &str,
     x_label: &str,
     y_label: &str,
@@ -152,7 +152,7 @@ pub fn line_plot(
 
 /// Renders per-label AP bars, privileged labels in red, the rest in blue, labels with
 /// no positives (AP undefined) left empty.
-pub fn ap_bars(
+pub(super) fn ap_bars(
     title: &str,
     labels: &[String],
     ap: &[Option<f64>],
@@ -204,7 +204,7 @@ pub fn ap_bars(
 
 /// Grouped bars: one group per category (e.g. a run), one bar per named value
 /// (e.g. mAP on P and on P̄). Values are fractions in [0, 1].
-pub fn grouped_bars(
+pub(super) fn grouped_bars(
     title: &str,
     y_label: &str,
     categories: &[String],

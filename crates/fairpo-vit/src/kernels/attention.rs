@@ -13,7 +13,13 @@ fn head_start(image: usize, head: usize, seq: usize, width: usize, hd: usize) ->
 }
 
 /// Q, K and V of one (image, head) from `qkv` `[B·S, 3·D]`.
-fn qkv_of<'a>(qkv: &'a [f32], block: &HeadBlock<'_>, seq: usize, d: usize, hd: usize) -> [In<'a>; 3] {
+fn qkv_of<'a>(
+    qkv: &'a [f32],
+    block: &HeadBlock<'_>,
+    seq: usize,
+    d: usize,
+    hd: usize,
+) -> [In<'a>; 3] {
     let first = head_start(block.image, block.head, seq, 3 * d, hd);
     [0, d, 2 * d].map(|offset| In::rows(&qkv[first + offset..], 3 * d))
 }
@@ -100,7 +106,10 @@ pub(crate) fn attention_backward(
                 let probs = &probs[task * seq * seq..(task + 1) * seq * seq];
                 let p = In::rows(probs, seq);
                 let [q, k, v] = qkv_of(qkv, &block, seq, d, hd);
-                let dc = In::rows(&dcontext[head_start(block.image, block.head, seq, d, hd)..], d);
+                let dc = In::rows(
+                    &dcontext[head_start(block.image, block.head, seq, d, hd)..],
+                    d,
+                );
                 gemm_serial(seq, seq, hd, Out::new(ds, seq), dc, v.t());
                 for (dp, p) in ds.chunks_mut(seq).zip(probs.chunks(seq)) {
                     let dot = lane_dot(dp, p);

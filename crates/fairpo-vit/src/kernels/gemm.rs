@@ -141,7 +141,6 @@ unsafe fn gemm_raw(
     }
 }
 
-
 /// [`gemm_into`] on the calling thread (for work that is already one of many parallel tasks).
 pub(crate) fn gemm_serial(m: usize, n: usize, k: usize, out: Out<'_>, a: In<'_>, b: In<'_>) {
     assert!(
@@ -240,7 +239,18 @@ impl HeadBlock<'_> {
         unsafe {
             let dst = self.start.get().add(group * self.group_width);
             let (m, n) = (self.seq, self.hd);
-            gemm_raw(m, n, k, dst, self.width, false, a, b, 1.0, Parallelism::None);
+            gemm_raw(
+                m,
+                n,
+                k,
+                dst,
+                self.width,
+                false,
+                a,
+                b,
+                1.0,
+                Parallelism::None,
+            );
         }
     }
 
@@ -250,7 +260,10 @@ impl HeadBlock<'_> {
         for (i, s) in scales.iter().enumerate() {
             // SAFETY: as in `gemm`: row i of this block's `group` columns.
             let row = unsafe {
-                let p = self.start.get().add(i * self.width + group * self.group_width);
+                let p = self
+                    .start
+                    .get()
+                    .add(i * self.width + group * self.group_width);
                 std::slice::from_raw_parts_mut(p, self.hd)
             };
             row.iter_mut().for_each(|v| *v *= s);

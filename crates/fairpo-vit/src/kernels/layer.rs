@@ -495,7 +495,8 @@ pub(super) mod tests {
                 Distribution::Normal(0.0, 1.0),
                 &Default::default(),
             );
-            let fast = try_forward(layer.params(), x.clone()).expect("Flex f32 takes the fast path");
+            let fast =
+                try_forward(layer.params(), x.clone()).expect("Flex f32 takes the fast path");
             let generic = layer.forward_generic(x);
             let diff = max_abs_diff(fast, generic);
             assert!(diff < 2e-5, "qkv_bias {qkv_bias}: max |diff| = {diff}");

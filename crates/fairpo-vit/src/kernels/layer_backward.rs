@@ -510,7 +510,8 @@ mod tests {
                     x = x.require_grad();
                 }
                 let y = if host {
-                    try_forward(layer.params(), x.clone()).expect("Autodiff<Flex> f32 takes the host path")
+                    try_forward(layer.params(), x.clone())
+                        .expect("Autodiff<Flex> f32 takes the host path")
                 } else {
                     layer.forward_generic(x.clone())
                 };
