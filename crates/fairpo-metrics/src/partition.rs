@@ -1,6 +1,6 @@
 //! The label partition: which labels are privileged (the rare ones the method protects).
 //!
-//! A run writes it as `partition.json` (DESIGN.md "Labels and partition"):
+//! A run writes it as `partition.json`:
 //! `{"labels": [...], "frequencies": [...], "privileged": [...]}`, privileged
 //! indices sorted ascending.
 
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn paper_counts() {
-        // ceil(0.2 * 80) = 16, ceil(0.2 * 81) = 17 (DESIGN.md).
+        // ceil(0.2 * 80) = 16, ceil(0.2 * 81) = 17 (the privileged count rounds up).
         for (t, want) in [(80, 16), (81, 17), (5, 1), (1, 1)] {
             let p = Partition::from_frequencies(names(t), vec![3; t], &PrivilegedSpec::default())
                 .unwrap();

@@ -1,6 +1,6 @@
 //! The result of a metrics computation and its human-readable table.
 //!
-//! Serialised, `groups` is exactly DESIGN.md's object:
+//! Serialised, `groups` is exactly the `groups` object of `metrics.json`:
 //! `{"groups": {"all": {...}, "privileged": {...}, "non_privileged": {...}}}` with keys
 //! `map`, `sample_f1`, `emr`, `accuracy` (fractions in [0, 1], `null` when undefined),
 //! `labels_scored`, `samples_scored`. `per_label_ap` and `details` are extra fields beside it.
@@ -57,7 +57,7 @@ pub struct GroupDetails {
     pub labels_without_positives: Vec<usize>,
 }
 
-/// What was computed and how; kept beside `groups` so the latter stays DESIGN.md's object.
+/// What was computed and how; kept beside `groups` so the latter stays the documented object.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ReportDetails {
     /// Number of samples N.
@@ -86,7 +86,7 @@ pub struct GroupsDetails {
 /// Everything a metrics computation produces.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct MetricsReport {
-    /// The metrics per group (DESIGN.md's JSON object).
+    /// The metrics per group (the documented JSON object).
     pub groups: GroupsReport,
     /// AP of each label over the whole split (`None` for labels without positives), even
     /// when `per_batch` averaging was used for `groups`.
@@ -102,7 +102,7 @@ impl MetricsReport {
         [&g.all, &g.privileged, &g.non_privileged]
     }
 
-    /// The object DESIGN.md specifies for `fairpo metrics --json`: `{"groups": {...}}`.
+    /// The object printed by `fairpo metrics --json`: `{"groups": {...}}`.
     pub fn groups_json(&self) -> serde_json::Value {
         serde_json::json!({ "groups": self.groups })
     }

@@ -42,7 +42,10 @@ mod trunk_features;
 pub use checkpoint::model_file::{load_model, read_heads_safetensors, save_model, ModelMeta};
 pub use checkpoint::sections::SectionFile;
 pub use clip::ClipScope;
-pub use config::{RunConfig, TrainSettings};
+pub use config::{
+    Group, InitHeads, ModelConfig, RunConfig, ScratchVit, SelectMetric, TrainSettings,
+    TrainableLayers,
+};
 pub use features::{load_cached, sidecar_path, FeatureLayer, FeatureMeta};
 pub use policy::Policy;
 pub use run::read_log;

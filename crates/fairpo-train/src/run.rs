@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// Paths of everything a run writes.
@@ -261,6 +262,53 @@ pub(crate) fn read_summary(paths: &RunPaths) -> anyhow::Result<RunSummary> {
     let p = paths.run_json();
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: invalid run summary", p.display()))
+}
+
+/// Prepares the run folder for training: checks a `--resume` has a checkpoint, refuses to
+/// clobber an existing run unless `overwrite`, and creates `checkpoints/`.
+pub(crate) fn prepare_run_dir(
+    paths: &RunPaths,
+    resume: bool,
+    overwrite: bool,
+) -> anyhow::Result<()> {
+    let exists = paths.root.exists()
+        && std::fs::read_dir(&paths.root)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+    if resume {
+        if !paths.last_checkpoint().is_file() {
+            anyhow::bail!(
+                "--resume: {} has no checkpoint ({} is missing)",
+                paths.root.display(),
+                paths.last_checkpoint().display()
+            );
+        }
+        return Ok(());
+    }
+    // A folder from a start that failed before its first checkpoint holds nothing to keep.
+    let has_results = paths.last_checkpoint().is_file() || paths.metrics().is_file();
+    if exists && !has_results && paths.config().is_file() {
+        std::fs::remove_dir_all(&paths.root)
+            .with_context(|| format!("removing {}", paths.root.display()))?;
+    } else if exists {
+        if !overwrite {
+            anyhow::bail!(
+                "run folder {} already exists; pass --resume to continue it or --overwrite to start over",
+                paths.root.display()
+            );
+        }
+        if !paths.config().is_file() {
+            anyhow::bail!(
+                "--overwrite: {} does not look like a run folder (no config.toml); refusing to delete it",
+                paths.root.display()
+            );
+        }
+        std::fs::remove_dir_all(&paths.root)
+            .with_context(|| format!("removing {}", paths.root.display()))?;
+    }
+    std::fs::create_dir_all(paths.checkpoints())
+        .with_context(|| format!("creating {}", paths.checkpoints().display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

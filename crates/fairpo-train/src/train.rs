@@ -29,7 +29,9 @@ use crate::early_stop::{EarlyStopping, EpochVerdict};
 use crate::eval::{self, EvalSplit, Evaluation};
 use crate::policy::Policy;
 use crate::report;
-use crate::run::{EpochLine, GroupValues, JsonLog, RunPaths, RunSummary, StepLine, WarningLine};
+use crate::run::{
+    prepare_run_dir, EpochLine, GroupValues, JsonLog, RunPaths, RunSummary, StepLine, WarningLine,
+};
 use crate::setup::{
     batch_loader, init_policy, load_backbone, load_reference, resolve_preprocessing,
     resolve_trainable,
@@ -68,48 +70,6 @@ pub enum TrainOutcome {
     },
 }
 
-/// Prepares the run folder: refuses to clobber an existing run unless asked.
-fn prepare_run_dir(paths: &RunPaths, opts: &TrainOptions) -> Result<()> {
-    let exists = paths.root.exists()
-        && std::fs::read_dir(&paths.root)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-    if opts.resume {
-        if !paths.last_checkpoint().is_file() {
-            bail!(
-                "--resume: {} has no checkpoint ({} is missing)",
-                paths.root.display(),
-                paths.last_checkpoint().display()
-            );
-        }
-        return Ok(());
-    }
-    // A folder from a start that failed before its first checkpoint holds nothing to keep.
-    let has_results = paths.last_checkpoint().is_file() || paths.metrics().is_file();
-    if exists && !has_results && paths.config().is_file() {
-        std::fs::remove_dir_all(&paths.root)
-            .with_context(|| format!("removing {}", paths.root.display()))?;
-    } else if exists {
-        if !opts.overwrite {
-            bail!(
-                "run folder {} already exists; pass --resume to continue it or --overwrite to start over",
-                paths.root.display()
-            );
-        }
-        if !paths.config().is_file() {
-            bail!(
-                "--overwrite: {} does not look like a run folder (no config.toml); refusing to delete it",
-                paths.root.display()
-            );
-        }
-        std::fs::remove_dir_all(&paths.root)
-            .with_context(|| format!("removing {}", paths.root.display()))?;
-    }
-    std::fs::create_dir_all(paths.checkpoints())
-        .with_context(|| format!("creating {}", paths.checkpoints().display()))?;
-    Ok(())
-}
-
 fn group_values(
     e: &Evaluation,
     f: impl Fn(&fairpo_metrics::GroupMetrics) -> Option<f64>,
@@ -130,7 +90,7 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<TrainOutcome> {
     let wall = Instant::now();
     let paths = RunPaths::new(cfg.run_dir());
-    prepare_run_dir(&paths, opts)?;
+    prepare_run_dir(&paths, opts.resume, opts.overwrite)?;
     if opts.resume {
         let text = std::fs::read_to_string(paths.config())
             .with_context(|| format!("reading {}", paths.config().display()))?;

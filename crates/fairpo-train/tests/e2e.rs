@@ -149,7 +149,7 @@ fn check_run_outputs(run: &Path, expect_alpha: bool) {
         "privileged labels must be the least frequent: {freqs:?} {privileged:?}"
     );
 
-    // metrics.json: DESIGN.md's groups × metrics, fractions.
+    // metrics.json: the groups × metrics object, as fractions.
     let m = read_json(&run.join("metrics.json"));
     for g in ["all", "privileged", "non_privileged"] {
         for k in ["map", "sample_f1", "emr", "accuracy"] {

@@ -1,5 +1,5 @@
 //! The resumable checkpoint (`checkpoints/last.ckpt`: trainer state, policy, AdamW moments)
-//! and the best policy so far (`checkpoints/best.ckpt`), each one container written atomically.
+//! and the best policy so far (`checkpoints/best.ckpt`), each one sections file (`sections.rs`) written atomically.
 
 pub(crate) mod model_file;
 pub(crate) mod sections;

@@ -1,4 +1,4 @@
-//! `fairpo train`: train one run from a config (see DESIGN.md "Commands").
+//! `fairpo train`: train one run from a config (README, "Commands").
 
 use std::path::PathBuf;
 

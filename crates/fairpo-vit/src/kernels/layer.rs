@@ -2,7 +2,7 @@
 //!
 //! Outside autodiff (this file) it is the frozen trunk's path: every layer in `fairpo features`
 //! and in evaluation, all but the last k while training. Under `Autodiff<Flex>` the trainable
-//! layers run the same forward with a hand-written backward (`flex_layer/train.rs`). A last
+//! layers run the same forward with a hand-written backward (`layer_backward.rs`). A last
 //! layer of which only the CLS row is used runs `EncoderLayer::forward_cls` (burn's ops, on one
 //! row). burn's op-by-op form of a layer makes a dozen passes over
 //! `[B·S, ·]` buffers, allocates every intermediate, and runs attention as batched matmuls over

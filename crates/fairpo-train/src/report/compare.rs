@@ -1,0 +1,274 @@
+//! The comparison of several runs in the paper's Table 1/2 layout, with mean ± std over seeds
+//! and the paper's numbers beside.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::paper_tables::{self, PaperRow};
+use super::plots;
+use super::write_svg;
+use crate::config::RunConfig;
+use crate::eval::MetricsFile;
+use crate::run::RunPaths;
+
+/// One run as a comparison row.
+#[derive(Debug, Clone)]
+struct RunRow {
+    series: String,
+    method: String,
+    m: MetricsFile,
+    key_config: String,
+}
+
+/// Name without a trailing seed suffix `-s<N>`.
+pub(super) fn series_name(name: &str) -> String {
+    if let Some(i) = name.rfind("-s") {
+        if name[i + 2..].chars().all(|c| c.is_ascii_digit()) && i + 2 < name.len() {
+            return name[..i].to_string();
+        }
+    }
+    name.to_string()
+}
+
+fn key_config(cfg: &RunConfig) -> String {
+    use fairpo_objectives::Method;
+    let o = &cfg.objective;
+    let mut parts = vec![format!("lr {}", cfg.train.lr)];
+    match o.method {
+        Method::Dpo => parts.push(format!("β {} ε {}", o.beta, o.epsilon)),
+        Method::Simpo => parts.push(format!("β {} γ {} ε {}", o.beta, o.gamma, o.epsilon)),
+        Method::Cpo => parts.push(format!("β {} λ {} ε {}", o.beta, o.lambda_cpo, o.epsilon)),
+        Method::Reweighted => parts.push(format!("λ_P {}", o.lambda_p)),
+        Method::Gdro => parts.push(format!("η_α {}", cfg.scheduler.eta_alpha)),
+        Method::Bce => {}
+    }
+    if o.method.is_fairpo() {
+        let d = fairpo_objectives::ObjectiveConfig::new(o.method);
+        if o.privileged_loss != d.privileged_loss {
+            parts.push("L_P = BCE".into());
+        }
+        if o.non_privileged_loss != d.non_privileged_loss {
+            parts.push("L_P̄ = BCE".into());
+        }
+        if o.global {
+            parts.push("global".into());
+        }
+        if o.confusing != d.confusing {
+            parts.push(format!("confusing {:?}", o.confusing).to_lowercase());
+        }
+        if !o.bce_fallback {
+            parts.push("no fallback".into());
+        }
+        if cfg.scheduler.kind != fairpo_grpo::SchedulerKind::Grpo {
+            parts.push(format!("scheduler {:?}", cfg.scheduler.kind).to_lowercase());
+        }
+    }
+    parts.push(format!(
+        "trainable {}",
+        match cfg.model.trainable_layers {
+            crate::config::TrainableLayers::All => "all".to_string(),
+            crate::config::TrainableLayers::Last(k) => k.to_string(),
+        }
+    ));
+    parts.join(", ")
+}
+
+pub(super) fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+pub(super) fn cell(values: &[Option<f64>]) -> (String, Option<f64>) {
+    let v: Vec<f64> = values.iter().flatten().map(|v| v * 100.0).collect();
+    if v.is_empty() {
+        return ("–".into(), None);
+    }
+    let (m, s) = mean_std(&v);
+    if v.len() == 1 {
+        (format!("{m:.2}"), Some(m))
+    } else {
+        (format!("{m:.2} ± {s:.2}"), Some(m))
+    }
+}
+
+/// The comparison of several runs: a Markdown table (the paper's Table 1/2 layout),
+/// and optionally files in `out` (`report.md`, `map.svg`). Returns the Markdown.
+pub(crate) fn compare(
+    runs: &[PathBuf],
+    out: Option<&Path>,
+    paper_dataset: Option<&str>,
+) -> Result<String> {
+    if runs.is_empty() {
+        bail!("no runs given");
+    }
+    let mut rows = Vec::new();
+    for r in runs {
+        let paths = RunPaths::new(r);
+        if !paths.metrics().is_file() {
+            bail!(
+                "{} is not a finished run ({} is missing)",
+                r.display(),
+                paths.metrics().display()
+            );
+        }
+        let m = MetricsFile::read(&paths.metrics())?;
+        let cfg_text = std::fs::read_to_string(paths.config())
+            .with_context(|| format!("reading {}", paths.config().display()))?;
+        let cfg = RunConfig::from_toml_str(&cfg_text, &paths.config().display().to_string())?;
+        rows.push(RunRow {
+            series: series_name(&cfg.name),
+            method: format!("{:?}", cfg.objective.method).to_lowercase(),
+            m,
+            key_config: key_config(&cfg),
+        });
+    }
+    // Group seeds of the same series, keeping first-appearance order.
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<&RunRow>> = BTreeMap::new();
+    for r in &rows {
+        if !groups.contains_key(&r.series) {
+            order.push(r.series.clone());
+        }
+        groups.entry(r.series.clone()).or_default().push(r);
+    }
+    let sft_map_p: Option<f64> = order
+        .iter()
+        .find(|s| groups[*s][0].method == "bce")
+        .and_then(|s| {
+            cell(
+                &groups[s]
+                    .iter()
+                    .map(|r| r.m.groups.privileged.map)
+                    .collect::<Vec<_>>(),
+            )
+            .1
+        });
+    let sel: Vec<String> = rows.iter().map(|r| r.m.selected_on.clone()).collect();
+    let avg = rows[0].m.averaging.clone();
+    let samples = rows[0].m.samples.clone();
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Test-set metrics in % (mean ± std over seeds where a run has several); P = privileged labels, P̄ = the rest. \
+         Metrics over the {avg}, sample-based metrics over {samples} samples; model selection on: {}.\n",
+        dedup(&sel).join(", ")
+    );
+    let _ = writeln!(
+        md,
+        "| run | mAP P | mAP P̄ | F1 P | F1 P̄ | Acc P | Acc P̄ | EMR P | EMR P̄ | Δ mAP(P) | seeds | config |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let mut chart_rows = Vec::new();
+    for s in &order {
+        let g = &groups[s];
+        let col =
+            |f: &dyn Fn(&RunRow) -> Option<f64>| cell(&g.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let (map_p, map_p_mean) = col(&|r| r.m.groups.privileged.map);
+        let (map_q, map_q_mean) = col(&|r| r.m.groups.non_privileged.map);
+        let delta = match (g[0].method.as_str(), map_p_mean, sft_map_p) {
+            ("bce", _, _) => "ref".to_string(),
+            (_, Some(a), Some(b)) => format!("{:+.2}", a - b),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {s} | {map_p} | {map_q} | {} | {} | {} | {} | {} | {} | {delta} | {} | {} |",
+            col(&|r| r.m.groups.privileged.sample_f1).0,
+            col(&|r| r.m.groups.non_privileged.sample_f1).0,
+            col(&|r| r.m.groups.privileged.accuracy).0,
+            col(&|r| r.m.groups.non_privileged.accuracy).0,
+            col(&|r| r.m.groups.privileged.emr).0,
+            col(&|r| r.m.groups.non_privileged.emr).0,
+            g.len(),
+            g[0].key_config
+        );
+        chart_rows.push((
+            s.clone(),
+            vec![
+                map_p_mean.unwrap_or(f64::NAN),
+                map_q_mean.unwrap_or(f64::NAN),
+            ],
+        ));
+    }
+    let dataset = paper_dataset.map(str::to_string).or_else(|| {
+        let first = &order[0];
+        ["coco", "nus"]
+            .iter()
+            .find(|d| first.starts_with(&format!("{d}-")))
+            .map(|d| d.to_string())
+    });
+    if let Some(table) = dataset.as_deref().and_then(paper_tables::main_table) {
+        let _ = writeln!(
+            md,
+            "\n**The paper's published numbers** ({}; ViT-B/16, model selected on the test set and metrics averaged per batch of 32 in the released code, so not directly comparable):\n",
+            if dataset.as_deref() == Some("coco") { "Table 1, MS-COCO" } else { "Table 2, NUS-WIDE" }
+        );
+        paper_table(&mut md, table);
+        if dataset.as_deref() == Some("coco") && order.iter().any(|s| s.contains("-cpo-")) {
+            let _ = writeln!(
+                md,
+                "\n**The paper's ablations** (Tables 3 and 4, MS-COCO):\n"
+            );
+            paper_table(&mut md, &paper_tables::TABLES34_COCO_ABLATIONS);
+        }
+    }
+    if let Some(out) = out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let cats: Vec<String> = chart_rows.iter().map(|r| r.0.clone()).collect();
+        let vals: Vec<Vec<f64>> = chart_rows.iter().map(|r| r.1.clone()).collect();
+        write_svg(
+            &out.join("map.svg"),
+            plots::grouped_bars("test mAP (%) per run", "mAP (%)", &cats, &["P", "P̄"], &vals),
+        )?;
+        let full = format!(
+            "# Comparison\n\n{md}\n![mAP per run](map.svg)\n\nRuns: {}\n",
+            runs.iter()
+                .map(|r| format!("`{}`", r.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        fairpo_io::atomic_write(out.join("report.md"), full.as_bytes())?;
+    }
+    Ok(md)
+}
+
+fn paper_table(md: &mut String, rows: &[PaperRow]) {
+    let sft = rows
+        .iter()
+        .find(|r| r.key == "sft")
+        .map_or(86.32, |r| r.map.0);
+    let _ = writeln!(
+        md,
+        "| paper method | mAP P | mAP P̄ | F1 P | F1 P̄ | Acc P | Acc P̄ | EMR P | EMR P̄ | Δ mAP(P) |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let delta = if r.key == "sft" {
+            "ref".to_string()
+        } else {
+            format!("{:+.2}", r.map.0 - sft)
+        };
+        let _ = writeln!(
+            md,
+            "| {} (paper) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {delta} |",
+            r.method, r.map.0, r.map.1, r.sample_f1.0, r.sample_f1.1, r.accuracy.0, r.accuracy.1, r.emr.0, r.emr.1
+        );
+    }
+}
+
+fn dedup(v: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in v {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
