@@ -29,7 +29,8 @@ pub enum ResizeMode {
     ShorterSideCrop,
 }
 
-/// Training augmentation, off by default (the paper uses none).
+/// Training augmentation, off by default. The paper (appendix C) trains with random horizontal
+/// flips and random resized crops; the coco-/nus- presets turn both on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {

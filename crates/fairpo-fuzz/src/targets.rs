@@ -251,7 +251,6 @@ pub fn all() -> Vec<Target> {
             call: |d| {
                 let p = d.join("preprocessor_config.json");
                 let _ = PreprocessConfig::default().apply_hf_preprocessor(&p);
-                let _ = fairpo_vit::PreprocessorConfig::load(&p);
             },
         },
         Target {

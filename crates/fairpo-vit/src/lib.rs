@@ -11,8 +11,8 @@
 //!   and a trainable [`ViTTail`].
 //! - Weights: [`load_hf_dir`] reads `model.safetensors` or `pytorch_model.bin` in either HF
 //!   layout (`ViTModel`, or `ViTForImageClassification` with the `vit.` prefix) with one
-//!   explicit key table ([`hf_key_table`]); [`PreprocessorConfig`] reads
-//!   `preprocessor_config.json`; [`save_checkpoint`]/[`load_checkpoint`] use burn's
+//!   explicit key table ([`hf_key_table`]) (`preprocessor_config.json` is read by fairpo-data);
+//!   [`save_checkpoint`]/[`load_checkpoint`] use burn's
 //!   record format.
 //!
 //! Parity with `transformers` is tested against fixtures made by
@@ -26,7 +26,7 @@ mod model;
 mod weights;
 
 pub use alloc::mimalloc_keep_freed_memory;
-pub use config::{ImageSize, ModelDir, PreprocessorConfig, ViTConfig, MAX_PARAMETERS};
+pub use config::{ModelDir, ViTConfig, MAX_PARAMETERS};
 pub use error::VitError;
 pub use kernels::{gelu, gelu_derivative_f32, gelu_f32, gelu_in_place, softmax_last};
 pub use model::{

@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use burn_store::{ModuleStore, PytorchStore, SafetensorsStore, TensorSnapshot};
 
-use crate::config::{ModelDir, PreprocessorConfig, ViTConfig};
+use crate::config::{ModelDir, ViTConfig};
 use crate::error::VitError;
 use crate::model::ViT;
 
@@ -126,29 +126,19 @@ pub struct LoadedViT<B: Backend> {
     pub model: ViT<B>,
     /// Its configuration (`config.json`).
     pub config: ViTConfig,
-    /// `preprocessor_config.json` when present, else the defaults for this model.
-    pub preprocessor: PreprocessorConfig,
-    /// Whether `preprocessor_config.json` was present.
-    pub preprocessor_from_file: bool,
     /// The weights file read.
     pub weights_path: PathBuf,
 }
 
-/// Load `config.json`, the weights (`model.safetensors`, else `pytorch_model.bin`) and
-/// `preprocessor_config.json` (optional) from a Hugging Face model folder.
+/// Load `config.json` and the weights (`model.safetensors`, else `pytorch_model.bin`) from a
+/// Hugging Face model folder (its `preprocessor_config.json` is fairpo-data's to read).
 pub fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedViT<B>, VitError> {
     let files = ModelDir::locate(dir)?;
     let config = ViTConfig::load(&files.config)?;
     let model = load_hf_weights(&config, &files.weights, device)?;
-    let (preprocessor, preprocessor_from_file) = match PreprocessorConfig::load_from_dir(dir)? {
-        Some(p) => (p, true),
-        None => (PreprocessorConfig::for_model(&config), false),
-    };
     Ok(LoadedViT {
         model,
         config,
-        preprocessor,
-        preprocessor_from_file,
         weights_path: files.weights,
     })
 }

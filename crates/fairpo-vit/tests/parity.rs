@@ -61,8 +61,6 @@ fn tiny_safetensors_matches_transformers() {
     let dev = Default::default();
     let loaded = load_hf_dir::<B>(&fixtures().join("vit_tiny"), &dev).unwrap();
     assert!(loaded.weights_path.ends_with("model.safetensors"));
-    assert!(loaded.preprocessor_from_file);
-    assert_eq!(loaded.preprocessor.output_size(), (32, 32));
     let vit = loaded.model;
     let x = input("tiny_input_u8.npy");
     assert_close(
@@ -111,7 +109,6 @@ fn image_classification_layout_224_matches_transformers() {
     let dev = Default::default();
     let loaded = load_hf_dir::<B>(&fixtures().join("vit_cls224"), &dev).unwrap();
     assert!(loaded.weights_path.ends_with("pytorch_model.bin"));
-    assert!(!loaded.preprocessor_from_file);
     assert_eq!(loaded.config.seq_len(), 197);
     assert!((loaded.config.layer_norm_eps - 1e-6).abs() < 1e-18);
     let x = input("cls224_input_u8.npy");

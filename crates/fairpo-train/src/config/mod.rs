@@ -446,6 +446,17 @@ mod tests {
                 let ds = stem.split('-').next().unwrap();
                 assert_eq!(cfg.reference, Some(PathBuf::from(format!("runs/{ds}-sft"))));
             }
+            let augment = &cfg.data.preprocess.augment;
+            if stem.starts_with("coco-") || stem.starts_with("nus-") {
+                // Appendix C: random horizontal flips and random resized crops.
+                assert!(
+                    augment.random_resized_crop && augment.horizontal_flip,
+                    "{}",
+                    p.display()
+                );
+            } else {
+                assert!(!augment.enabled(), "{}", p.display());
+            }
             if cfg.objective.method.is_fairpo() {
                 // Algorithm 2, line 1: the policy starts as a copy of the reference.
                 assert_eq!(cfg.model.init_from, cfg.reference, "{}", p.display());
@@ -460,15 +471,14 @@ mod tests {
                     .map(|e| e.unwrap().path()),
             );
         }
+        // Each overlay changes the demo or the paper's preset (no-augment only the latter).
         for o in &overlays {
-            let cfg = RunConfig::load(&[dir.join("demo-cpo.toml"), o.clone()], &[])
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_ne!(
-                cfg,
-                RunConfig::load(&[dir.join("demo-cpo.toml")], &[]).unwrap(),
-                "{} changes nothing",
-                o.display()
-            );
+            let changes = ["demo-cpo.toml", "coco-cpo.toml"].iter().any(|base| {
+                let with = RunConfig::load(&[dir.join(base), o.clone()], &[])
+                    .unwrap_or_else(|e| panic!("{e}"));
+                with != RunConfig::load(&[dir.join(base)], &[]).unwrap()
+            });
+            assert!(changes, "{} changes nothing", o.display());
         }
     }
 
