@@ -14,4 +14,6 @@ mod npy;
 pub use atomic::{atomic_write, atomic_write_with, write_json_atomic};
 pub use error::IoError;
 pub use matrix::Matrix;
-pub use npy::{read_npy_f32, read_npy_scores, read_npy_targets, write_npy_f32, write_npy_u8};
+pub use npy::{
+    npy_bytes, read_npy_f32, read_npy_scores, read_npy_targets, write_npy_f32, write_npy_u8,
+};

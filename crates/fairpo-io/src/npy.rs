@@ -268,40 +268,42 @@ pub fn write_npy_u8(path: impl AsRef<Path>, m: &Matrix<u8>) -> Result<(), IoErro
     write_npy(path.as_ref(), m)
 }
 
+/// The bytes of a `.npy` file (format 1.0) holding `data`, the raw element bytes of an array
+/// of numpy dtype `descr` (e.g. `"<f8"`, `">f4"`, `"<U3"`) and `shape`, laid out as numpy
+/// writes it; built by hand, independently of npyz's writer, so the readers can be tested on
+/// dtypes and orders fairpo-io never writes.
+pub fn npy_bytes(descr: &str, fortran: bool, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let shape_txt = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape_txt}, }}",
+        if fortran { "True" } else { "False" }
+    );
+    // Pad so that magic(6) + version(2) + len(2) + header is a multiple of 64, ending in '\n'.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Builds a .npy file by hand (independent of npyz's writer) so the reader is tested
-    /// against the format as numpy writes it.
-    fn npy_bytes(descr: &str, fortran: bool, shape: &[usize], data: &[u8]) -> Vec<u8> {
-        let shape_txt = match shape {
-            [n] => format!("({n},)"),
-            _ => format!(
-                "({})",
-                shape
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        let mut header = format!(
-            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape_txt}, }}",
-            if fortran { "True" } else { "False" }
-        );
-        // Pad so that magic(6) + version(2) + len(2) + header is a multiple of 64, ending in '\n'.
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&[1, 0]);
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(data);
-        out
-    }
 
     fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
         let p = dir.path().join(name);

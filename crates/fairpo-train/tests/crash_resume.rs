@@ -51,6 +51,28 @@ delta = 0.1
     )
 }
 
+/// Generates the tiny data set in `dir/data` and trains the BCE-SFT reference `runs/sft` for
+/// `epochs` epochs.
+fn data_and_reference(dir: &Path, epochs: usize) {
+    run_ok(
+        &[
+            "data", "generate", "--out", "data", "--seed", "4", "--images", "240", "--size", "16",
+        ],
+        dir,
+        "data generate",
+    );
+    let sft = write(
+        dir,
+        "sft",
+        &format!(
+            "[model]\ntrainable_layers = \"all\"\nheads_hidden = [16, 4]\n{}\n[objective]\nmethod = \"bce\"\n",
+            common::TINY_SCRATCH_VIT
+        ),
+        &format!("epochs = {epochs}"),
+    );
+    run_ok(&["train", "--config", &sft], dir, "sft");
+}
+
 /// The log without wall-clock fields.
 fn log_lines(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("log.jsonl"))
@@ -81,23 +103,7 @@ fn outputs(run: &Path) -> (Vec<u8>, Vec<u8>, serde_json::Value, Vec<serde_json::
 fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    run_ok(
-        &[
-            "data", "generate", "--out", "data", "--seed", "4", "--images", "240", "--size", "16",
-        ],
-        dir,
-        "data generate",
-    );
-    let sft = write(
-        dir,
-        "sft",
-        &format!(
-            "[model]\ntrainable_layers = \"all\"\nheads_hidden = [16, 4]\n{}\n[objective]\nmethod = \"bce\"\n",
-            common::TINY_SCRATCH_VIT
-        ),
-        "epochs = 2",
-    );
-    run_ok(&["train", "--config", &sft], dir, "sft");
+    data_and_reference(dir, 2);
 
     let whole = cpo(dir, "whole");
     run_ok(&["train", "--config", &whole], dir, "uninterrupted run");
@@ -182,23 +188,7 @@ fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
 fn augmented_run_resumes_exactly_and_bypasses_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    run_ok(
-        &[
-            "data", "generate", "--out", "data", "--seed", "4", "--images", "240", "--size", "16",
-        ],
-        dir,
-        "data generate",
-    );
-    let sft = write(
-        dir,
-        "sft",
-        &format!(
-            "[model]\ntrainable_layers = \"all\"\nheads_hidden = [16, 4]\n{}\n[objective]\nmethod = \"bce\"\n",
-            common::TINY_SCRATCH_VIT
-        ),
-        "epochs = 1",
-    );
-    run_ok(&["train", "--config", &sft], dir, "sft");
+    data_and_reference(dir, 1);
     let augmented = |name: &str| {
         let cfg = cpo(dir, name);
         let mut text = std::fs::read_to_string(&cfg).unwrap();
