@@ -46,8 +46,6 @@ fn p(v: Option<f64>) -> String {
     pct(v)
 }
 
-/// Writes `report.md` and `plots/*.svg` of a finished run.
-
 #[cfg(test)]
 mod tests {
     use super::compare::{cell, mean_std, series_name};

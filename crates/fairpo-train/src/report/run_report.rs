@@ -10,6 +10,7 @@ use super::{p, smooth, write_svg};
 use crate::eval::MetricsFile;
 use crate::run::{read_log, RunPaths, RunSummary};
 
+/// Writes `report.md` and `plots/*.svg` of a finished run.
 pub(crate) fn write_run_report(paths: &RunPaths) -> Result<PathBuf> {
     let summary: RunSummary = crate::run::read_summary(paths)?;
     let m = MetricsFile::read(&paths.metrics())?;

@@ -180,7 +180,7 @@ impl<'a> HeadBlocks<'a> {
         groups: usize,
     ) -> Self {
         let row = groups * heads * hd;
-        assert!(row > 0 && seq > 0 && data.len() % (seq * row) == 0);
+        assert!(row > 0 && seq > 0 && data.len().is_multiple_of(seq * row));
         Self {
             images: data.len() / (seq * row),
             data: data.as_mut_ptr(),
