@@ -5,10 +5,9 @@
 //! stacked as `[T, in, out]` per layer and every layer is one batched matmul over the T heads
 //! (the features `[B, D]` are broadcast to `[T, B, D]` for the first layer).
 //!
-//! Why not the first layer as one `[D, T*H1]` matmul: on burn-flex (CPU) that wide matmul
-//! measured 2.4x slower than the batched form (172 ms vs 73 ms for `[32,768] x [768,20480]`,
-//! B=32, T=80), and its weight gradient `[768,32] x [32,20480]` likewise; see
-//! `cargo xtask bench objectives`.
+//! Why not the first layer as one `[D, T*H1]` matmul: on burn-flex (CPU) that wide matmul,
+//! and its weight gradient, are slower than the batched form at the paper's shapes (B = 32,
+//! T = 80, D = 768); `cargo xtask bench objectives` measures both.
 //!
 //! Initialisation follows PyTorch's `nn.Linear` default: weights come from
 //! `kaiming_uniform_(a = sqrt(5))`, which is `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, and biases

@@ -10,8 +10,7 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// default delay, unless `MIMALLOC_PURGE_DELAY` is set (which then wins).
 ///
 /// Why: a training step frees and re-allocates the same few hundred MB of activations;
-/// pages handed back page-fault again on reuse. On the COCO-shaped FairPO-CPO step
-/// (`cargo xtask bench train`, 2-core machine) this took the step from ~5.3 to ~4.9 s.
+/// pages handed back page-fault again on reuse (`cargo xtask bench train` shows the cost).
 /// Cost: the process keeps its peak footprint until it exits. Harmless when mimalloc is not
 /// the global allocator (it then sets an option of an allocator nobody uses).
 pub fn mimalloc_keep_freed_memory() {

@@ -39,13 +39,10 @@ pub enum AttentionKind {
 /// Why: burn's `Linear` on a 3-D input broadcasts the weight to `[1, D_in, D_out]` and runs a
 /// batched matmul, i.e. B separate gemms of `[S, D_in] x [D_in, D_out]` that each re-pack the
 /// weight; its weight gradient is B gemms into a `[B, D_in, D_out]` buffer then summed over B.
-/// One tall gemm avoids both. Measured with `examples/bench_vit_ops.rs` (one ViT-B/16 layer,
-/// batch 8, Flex, 2-core machine, variants interleaved, medians): with both cores free, layer
-/// forward 307 -> 266 ms and forward + backward 1158 -> 869 ms; with one thread
-/// (`RAYON_NUM_THREADS=1`) 523 -> 460 and 1757 -> 1468 ms. Caveat: while another process keeps
-/// one of the two cores busy, the tall gemm (which gemm parallelises internally, in lockstep)
-/// was slower than the batched form (whose per-matrix tasks are work-stolen): 517 -> 718 ms
-/// forward. Give a training run its cores, or set `RAYON_NUM_THREADS` to the free cores.
+/// One tall gemm avoids both (`examples/bench_vit_ops.rs` compares the two). Caveat: while
+/// another process keeps a core busy, the tall gemm (which gemm parallelises internally, in
+/// lockstep) can be slower than the batched form (whose per-matrix tasks are work-stolen).
+/// Give a training run its cores, or set `RAYON_NUM_THREADS` to the free cores.
 ///
 /// # Shapes
 /// - x: `[B, S, D_in]`
