@@ -18,8 +18,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Version of the sidecar format.
-pub(crate) const FEATURE_FORMAT_VERSION: u32 = 1;
+/// Version of the sidecar format (2: `tokens`, and the trainer's trunk-output cache uses it).
+pub(crate) const FEATURE_FORMAT_VERSION: u32 = 2;
 
 /// Image file extensions picked up from a directory (case-insensitive).
 pub(crate) const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -56,14 +56,16 @@ impl std::fmt::Display for FeatureLayer {
     }
 }
 
-/// The sidecar of a feature file: everything that determines its contents.
+/// The sidecar of a feature file — of `fairpo features` and of the trainer's trunk-output
+/// cache alike: everything that determines its contents.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureMeta {
     /// Sidecar format version.
     pub format_version: u32,
-    /// SHA-256 (hex) of the weights file.
+    /// SHA-256 (hex) of the weights: of the weights file for `fairpo features`, of the frozen
+    /// trunk's parameter values (and split point) for the trunk-output cache.
     pub weights_sha256: String,
-    /// The weights file read (informational; not compared).
+    /// The weights file or backbone folder read (informational; not compared).
     pub weights_path: PathBuf,
     /// The model's configuration.
     pub config: ViTConfig,
@@ -73,7 +75,9 @@ pub struct FeatureMeta {
     pub layer: FeatureLayer,
     /// Number of images (rows).
     pub num_images: usize,
-    /// Feature width (columns).
+    /// Tokens per image (1 for a CLS feature).
+    pub tokens: usize,
+    /// Width of one token; a row holds `tokens · dim` values.
     pub dim: usize,
     /// SHA-256 (hex) of the image paths, one per line, in row order.
     pub images_sha256: String,
@@ -102,7 +106,7 @@ impl FeatureMeta {
         if self.num_images != want.num_images || self.images_sha256 != want.images_sha256 {
             d.push("image list");
         }
-        if self.dim != want.dim {
+        if self.dim != want.dim || self.tokens != want.tokens {
             d.push("feature width");
         }
         d
@@ -306,14 +310,14 @@ pub fn load_cached(path: &Path, want: &FeatureMeta) -> Result<Matrix<f32>> {
         );
     }
     let m = fairpo_io::read_npy_f32(path)?;
-    if m.rows != want.num_images || m.cols != want.dim {
+    if m.rows != want.num_images || m.cols != want.tokens * want.dim {
         bail!(
             "{}: feature cache has shape [{}, {}], its sidecar says [{}, {}]",
             path.display(),
             m.rows,
             m.cols,
             want.num_images,
-            want.dim
+            want.tokens * want.dim
         );
     }
     Ok(m)

@@ -342,24 +342,30 @@ impl FinishedRun {
         })
     }
 
-    /// The selected model split at the run's `trainable_layers`: the frozen trunk, its
-    /// fingerprint, and the policy on top.
-    pub(crate) fn policy<B: Backend>(
-        &self,
-        device: &B::Device,
-    ) -> Result<(ViTTrunk<B>, String, Policy<B>)> {
+    /// The selected model split at the run's `trainable_layers`.
+    pub(crate) fn model<B: Backend>(&self, device: &B::Device) -> Result<SplitModel<B>> {
         let fm = model_file::load_model::<B>(&self.paths.model(), device)?;
         let (trunk, tail) = fm.vit.split(self.summary.trainable_layers);
-        let fingerprint = model_file::trunk_fingerprint(&trunk);
-        Ok((
+        Ok(SplitModel {
+            fingerprint: model_file::trunk_fingerprint(&trunk),
             trunk,
-            fingerprint,
-            Policy {
+            vit: fm.meta.vit,
+            policy: Policy {
                 tail,
                 heads: fm.heads,
             },
-        ))
+        })
     }
+}
+
+/// A finished run's model: the frozen trunk, and the policy on top.
+pub(crate) struct SplitModel<B: Backend> {
+    pub(crate) trunk: ViTTrunk<B>,
+    /// The whole ViT's architecture.
+    pub(crate) vit: ViTConfig,
+    /// [`model_file::trunk_fingerprint`] of the trunk.
+    pub(crate) fingerprint: String,
+    pub(crate) policy: Policy<B>,
 }
 
 /// A run folder's `config.toml`: the configuration as resolved when it was trained.

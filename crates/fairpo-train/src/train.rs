@@ -263,7 +263,8 @@ pub fn train<B: AutodiffBackend>(
     let train_loader = batch_loader(&train_ds, &cfg, cfg.train.batch_size, augment)?;
     let eval_train_loader = batch_loader(&train_ds, &cfg, cfg.train.eval_batch_size, false)?;
     let test_loader = batch_loader(&test_ds, &cfg, cfg.train.eval_batch_size, false)?;
-    let mut hidden = TrunkFeatures::new(trunk, &cfg, &trunk_fp, k, augment, device)?;
+    let mut hidden =
+        TrunkFeatures::new(trunk, &cfg, &backbone.config, &trunk_fp, k, augment, device)?;
 
     let selection = EvalSplit::from(splits.select_on);
     let sel_name = selection.name();

@@ -7,8 +7,10 @@
 //! kept in memory for the rest of the run, and written to
 //! `<cache_dir>/<key>.npy` ([N, S·D] f32) so later runs sharing the backbone read them
 //! instead. The key hashes the trunk fingerprint (weights + split point), the
-//! preprocessing, the split name and every image path. With `trainable_layers = 0` only
-//! the CLS token is kept (the tail only reads it).
+//! preprocessing, the split name and every image path; the sidecar `<key>.npy.json` is the
+//! [`FeatureMeta`] of `fairpo features`, and a file whose sidecar differs from what this run
+//! would compute is recomputed, with a warning naming the fields. With
+//! `trainable_layers = 0` only the CLS token is kept (the tail only reads it).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,28 +18,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use fairpo_data::{Batch, BatchLoader, Split};
-use fairpo_vit::ViTTrunk;
+use fairpo_vit::{ViTConfig, ViTTrunk};
 use sha2::{Digest, Sha256};
 
 use crate::config::RunConfig;
-
-/// `<key>.npy.json`: shape and provenance of a cached split (the key already hashes the
-/// trunk weights, split point, preprocessing and image list).
-#[derive(serde::Serialize, serde::Deserialize, Debug)]
-struct CacheSidecar {
-    /// Tokens kept per image (S).
-    tokens: usize,
-    /// Token width (D).
-    dim: usize,
-    /// Rows.
-    images: usize,
-    /// Dataset split name.
-    split: String,
-    /// SHA-256 of the image paths, one per line.
-    images_sha256: String,
-    /// Cache key (file stem).
-    key: String,
-}
+use crate::features::{
+    hex, sha256_paths, sidecar_path, FeatureLayer, FeatureMeta, FEATURE_FORMAT_VERSION,
+};
 
 /// The name of a dataset split in the cache key.
 fn split_key(split: Split) -> &'static str {
@@ -73,6 +60,8 @@ struct CacheSettings {
     dir: PathBuf,
     base_key: String,
     cls_only: bool,
+    /// The sidecar of every file, less what each split and the trunk's output fill in.
+    meta: FeatureMeta,
     /// Upper bound on cached floats per split (memory guard).
     max_floats: usize,
 }
@@ -93,6 +82,7 @@ impl<B: Backend> TrunkFeatures<B> {
     pub(crate) fn new(
         trunk: ViTTrunk<B>,
         cfg: &RunConfig,
+        vit: &ViTConfig,
         trunk_fingerprint: &str,
         trainable_layers: usize,
         augment: bool,
@@ -104,11 +94,24 @@ impl<B: Backend> TrunkFeatures<B> {
             h.update(trunk_fingerprint.as_bytes());
             h.update(serde_json::to_vec(&cfg.data.preprocess)?);
             h.update(trainable_layers.to_le_bytes());
-            let base_key = crate::features::hex(&h.finalize());
+            let base_key = hex(&h.finalize());
             Some(CacheSettings {
                 dir: cfg.train.cache_dir.clone(),
                 base_key,
                 cls_only: trainable_layers == 0,
+                meta: FeatureMeta {
+                    format_version: FEATURE_FORMAT_VERSION,
+                    weights_sha256: trunk_fingerprint.to_string(),
+                    weights_path: cfg.model.backbone.clone().unwrap_or_default(),
+                    config: vit.clone(),
+                    preprocess: cfg.data.preprocess.clone(),
+                    // Tokens after the frozen layers, before the final LayerNorm.
+                    layer: FeatureLayer::After(vit.num_hidden_layers - trainable_layers),
+                    num_images: 0,
+                    tokens: 0,
+                    dim: 0,
+                    images_sha256: String::new(),
+                },
                 max_floats: MAX_CACHE_FLOATS,
             })
         } else {
@@ -163,19 +166,33 @@ impl<B: Backend> TrunkFeatures<B> {
                 h.update(p.to_string_lossy().as_bytes());
                 h.update([0u8]);
             }
-            let key = crate::features::hex(&h.finalize()[..16]);
+            let key = hex(&h.finalize()[..16]);
             let file = cs.dir.join(format!("{key}.npy"));
             let mut entry = CachedSplit {
                 data: Vec::new(),
                 filled: vec![false; n],
                 key,
             };
-            let side = crate::features::sidecar_path(&file);
-            let sidecar: Option<CacheSidecar> = std::fs::read_to_string(&side)
+            let side = sidecar_path(&file);
+            let sidecar: Option<FeatureMeta> = std::fs::read_to_string(&side)
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
             if let (true, Some(sc)) = (file.is_file(), sidecar) {
+                // The shape is the file's to say; everything else must be what this run computes.
+                let want = FeatureMeta {
+                    num_images: n,
+                    tokens: sc.tokens,
+                    dim: sc.dim,
+                    images_sha256: sha256_paths(&ds.paths),
+                    ..cs.meta.clone()
+                };
+                let diff = sc.differences(&want);
                 match fairpo_io::read_npy_f32(&file) {
+                    _ if !diff.is_empty() => tracing::warn!(
+                        "feature cache {} is stale (differs in: {}); recomputing",
+                        file.display(),
+                        diff.join(", ")
+                    ),
                     Ok(m) if m.rows == n && m.cols == sc.tokens * sc.dim => {
                         tracing::info!("feature cache hit: {} ({} images)", file.display(), n);
                         entry.data = m.data;
@@ -258,15 +275,14 @@ impl<B: Backend> TrunkFeatures<B> {
                 };
                 fairpo_io::write_npy_f32(&file, &m)?;
                 // The sidecar goes last: a cache with a sidecar is complete.
-                let sc = CacheSidecar {
+                let sc = FeatureMeta {
+                    num_images: n,
                     tokens: s,
                     dim: d,
-                    images: n,
-                    split: loader.dataset().split.clone(),
-                    images_sha256: crate::features::sha256_paths(&loader.dataset().paths),
-                    key: e.key.clone(),
+                    images_sha256: sha256_paths(&loader.dataset().paths),
+                    ..cs.meta.clone()
                 };
-                fairpo_io::write_json_atomic(crate::features::sidecar_path(&file), &sc)?;
+                fairpo_io::write_json_atomic(sidecar_path(&file), &sc)?;
                 tracing::info!("feature cache written: {}", file.display());
             }
         }

@@ -53,7 +53,7 @@ impl BackendTask for EvalTask {
         let EvalTask { args, split, run } = self;
         let device = &device;
         let cfg = &run.cfg;
-        let (trunk, fingerprint, policy) = run.policy::<AB::InnerBackend>(device)?;
+        let model = run.model::<AB::InnerBackend>(device)?;
         let splits = cfg.data.load_splits().context("loading the data set")?;
         if splits.train.labels != run.partition.labels {
             bail!("the data set's labels no longer match the run's partition.json");
@@ -68,11 +68,19 @@ impl BackendTask for EvalTask {
         };
         let loader = batch_loader(&Arc::new(ds.clone()), cfg, cfg.train.eval_batch_size, false)?;
         let k = run.summary.trainable_layers;
-        let mut hidden = TrunkFeatures::new(trunk, cfg, &fingerprint, k, false, device)?;
+        let mut hidden = TrunkFeatures::new(
+            model.trunk,
+            cfg,
+            &model.vit,
+            &model.fingerprint,
+            k,
+            false,
+            device,
+        )?;
         let settings = eval::Settings::from_config(cfg);
         let e = eval::evaluate_split(
             &mut hidden,
-            &policy,
+            &model.policy,
             &loader,
             split.dataset(),
             &indices,

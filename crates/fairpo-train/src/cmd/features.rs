@@ -106,6 +106,7 @@ fn extract<B: burn::tensor::backend::Backend>(args: FeaturesArgs, device: B::Dev
         preprocess: pre_cfg,
         layer: args.layer,
         num_images: features.rows,
+        tokens: 1,
         dim: features.cols,
         images_sha256: sha256_paths(&images),
     };
