@@ -140,6 +140,21 @@ impl ViTConfig {
         }
     }
 
+    /// The smallest model that still has every part: hidden 16, 3 layers, 2 heads, MLP 32,
+    /// patch 4 on 8 px images (4 patches + CLS). For tests and examples, where a forward pass
+    /// must take microseconds.
+    pub fn micro() -> Self {
+        Self {
+            hidden_size: 16,
+            num_hidden_layers: 3,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            patch_size: 4,
+            image_size: 8,
+            ..Self::tiny()
+        }
+    }
+
     /// Read and validate a Hugging Face `config.json`.
     pub fn load(path: &Path) -> Result<Self, VitError> {
         read_json(path, Self::validate)

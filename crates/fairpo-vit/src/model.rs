@@ -722,18 +722,6 @@ mod tests {
 
     type TB = Flex;
 
-    fn small() -> ViTConfig {
-        ViTConfig {
-            hidden_size: 16,
-            num_hidden_layers: 3,
-            num_attention_heads: 2,
-            intermediate_size: 32,
-            patch_size: 4,
-            image_size: 8,
-            ..ViTConfig::tiny()
-        }
-    }
-
     #[test]
     fn patchify_orders_channel_row_column() {
         let dev = Default::default();
@@ -757,7 +745,7 @@ mod tests {
     #[test]
     fn fused_and_matmul_attention_agree() {
         let dev = Default::default();
-        let vit: ViT<TB> = small().init(&dev);
+        let vit: ViT<TB> = ViTConfig::micro().init(&dev);
         let px = Tensor::<TB, 4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
         let a = vit.forward(px.clone());
         let vit = vit.with_attention(AttentionKind::Matmul);
@@ -769,7 +757,7 @@ mod tests {
     #[test]
     fn split_then_forward_equals_forward_for_every_k() {
         let dev = Default::default();
-        let vit: ViT<TB> = small().init(&dev);
+        let vit: ViT<TB> = ViTConfig::micro().init(&dev);
         let px = Tensor::<TB, 4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
         let full = vit.forward(px.clone()).into_data();
         let mut vit = vit;
@@ -787,7 +775,7 @@ mod tests {
     #[test]
     fn forward_cls_after_matches_hidden_states() {
         let dev = Default::default();
-        let vit: ViT<TB> = small().init(&dev);
+        let vit: ViT<TB> = ViTConfig::micro().init(&dev);
         let px = Tensor::<TB, 4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
         let out = vit.forward_hidden_states(px.clone());
         assert_eq!(out.hidden_states.len(), 4);
@@ -809,7 +797,7 @@ mod tests {
     #[test]
     fn invalid_config_is_an_error() {
         let dev = Default::default();
-        let mut cfg = small();
+        let mut cfg = ViTConfig::micro();
         cfg.hidden_act = "relu".into();
         cfg.num_attention_heads = 3;
         let err = cfg.try_init::<TB>(&dev).unwrap_err().to_string();

@@ -7,18 +7,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use fairpo_vit::{ViT, ViTConfig};
 
-fn small() -> ViTConfig {
-    ViTConfig {
-        hidden_size: 16,
-        num_hidden_layers: 3,
-        num_attention_heads: 2,
-        intermediate_size: 32,
-        patch_size: 4,
-        image_size: 8,
-        ..ViTConfig::tiny()
-    }
-}
-
 fn flat<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().unwrap()
 }
@@ -36,7 +24,7 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
 fn adamw_step_changes_tail_only() {
     type AB = Autodiff<Flex>;
     let dev = Default::default();
-    let vit: ViT<AB> = small().init(&dev);
+    let vit: ViT<AB> = ViTConfig::micro().init(&dev);
     let (trunk, tail) = vit.split(1);
     let px = Tensor::<AB, 4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
     let target = Tensor::<AB, 2>::random([2, 16], Distribution::Normal(0.0, 1.0), &dev);
@@ -84,7 +72,7 @@ fn tail_gradient_matches_finite_difference() {
     type Inner = NdArray<f64>;
     type AB = Autodiff<Inner>;
     let dev = Default::default();
-    let vit: ViT<AB> = small().init(&dev);
+    let vit: ViT<AB> = ViTConfig::micro().init(&dev);
     let (trunk, tail) = vit.split_frozen(1);
     let px = Tensor::<Inner, 4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
     let proj = Tensor::<Inner, 2>::random([2, 16], Distribution::Normal(0.0, 1.0), &dev);
@@ -140,7 +128,7 @@ fn tail_gradient_matches_finite_difference() {
 fn all_trainable_split_trains_embeddings() {
     type AB = Autodiff<Flex>;
     let dev = Default::default();
-    let vit: ViT<AB> = small().init(&dev);
+    let vit: ViT<AB> = ViTConfig::micro().init(&dev);
     let (trunk, tail) = vit.split_frozen(3);
     assert_eq!(trunk.num_params(), 0);
     let px = Tensor::<Flex, 4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &dev);

@@ -60,7 +60,14 @@ impl BackendTask for EvalTask {
         }
         let indices = split.indices(&splits);
         if indices.is_empty() {
-            bail!("this run has no validation split (data.select_on = \"test\")");
+            bail!(
+                "the run's {} split is empty{}",
+                split.name(),
+                match split {
+                    EvalSplit::Val => " (data.val_fraction = 0 or data.select_on = \"test\")",
+                    EvalSplit::Test => "",
+                }
+            );
         }
         let ds = match split.dataset() {
             Split::Train => &splits.train,
