@@ -39,6 +39,7 @@
 //! byte-identical files.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -48,6 +49,7 @@ use serde::Serialize;
 
 use crate::error::{DataError, Result};
 use crate::preprocess::RgbImage;
+use crate::real_labels::{COCO_CATEGORIES, NUS_CONCEPTS};
 use crate::split::mix;
 
 /// Shapes the demo draws.
@@ -226,6 +228,97 @@ fn category_id(i: usize) -> u64 {
     (i + 1 + i / 4) as u64
 }
 
+/// The label vocabulary of a generated set, and with it the layout written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LabelSet {
+    /// The demo's 16 coloured shapes (module docs), COCO 2014 layout.
+    #[default]
+    Shapes,
+    /// MS-COCO 2014's 80 category names and ids, COCO 2014 layout: a stand-in of the real set's
+    /// shape for rehearsals (label `k` is a shape-and-colour pair, all 80 distinct; frequencies
+    /// fall as `0.25·(k+1)^-0.8`, so the rarest are 3 % as common as `person`).
+    Coco,
+    /// NUS-WIDE's 81 concept names, NUS-WIDE's official layout (`ImageList/`,
+    /// `Groundtruth/TrainTestLabels/`, `Concepts81.txt`, images under `Flickr/`); frequencies
+    /// as for `Coco`.
+    NusWide,
+}
+
+impl LabelSet {
+    /// The labels, in label order.
+    fn table(self) -> &'static [DemoLabel] {
+        static COCO: LazyLock<Vec<DemoLabel>> =
+            LazyLock::new(|| generated_table(COCO_CATEGORIES.iter().map(|c| c.1)));
+        static NUS: LazyLock<Vec<DemoLabel>> =
+            LazyLock::new(|| generated_table(NUS_CONCEPTS.iter().copied()));
+        match self {
+            LabelSet::Shapes => &LABELS,
+            LabelSet::Coco => &COCO,
+            LabelSet::NusWide => &NUS,
+        }
+    }
+
+    /// COCO category id of label `i`.
+    fn category_id(self, i: usize) -> u64 {
+        match self {
+            LabelSet::Coco => COCO_CATEGORIES[i].0,
+            _ => category_id(i),
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            LabelSet::Shapes => "shape labels",
+            LabelSet::Coco => "labels named as MS-COCO's",
+            LabelSet::NusWide => "labels named as NUS-WIDE's",
+        }
+    }
+
+    /// The label names, in label order.
+    pub fn names(self) -> Vec<String> {
+        self.table().iter().map(|l| l.name.to_string()).collect()
+    }
+}
+
+/// A table for real label names: label `k` gets shape `k mod 7` in colour `k div 7` of a
+/// 12-colour palette (every pair distinct for up to 84 labels), no mark, and probability
+/// `0.25·(k+1)^-0.8` (about two objects per image).
+fn generated_table(names: impl Iterator<Item = &'static str>) -> Vec<DemoLabel> {
+    const SHAPES: [Shape; 7] = [
+        Shape::Circle,
+        Shape::Square,
+        Shape::Triangle,
+        Shape::Cross,
+        Shape::Ring,
+        Shape::Diamond,
+        Shape::Bar,
+    ];
+    const PALETTE: [[u8; 3]; 12] = [
+        [215, 45, 45],
+        [45, 85, 215],
+        [50, 165, 65],
+        [225, 205, 50],
+        [150, 70, 200],
+        [40, 200, 210],
+        [240, 140, 30],
+        [245, 245, 245],
+        [240, 120, 180],
+        [130, 80, 40],
+        [20, 20, 20],
+        [120, 130, 40],
+    ];
+    names
+        .enumerate()
+        .map(|(k, name)| DemoLabel {
+            name,
+            shape: SHAPES[k % SHAPES.len()],
+            colour: PALETTE[(k / SHAPES.len()) % PALETTE.len()],
+            mark: Mark::None,
+            probability: 0.25 * ((k + 1) as f64).powf(-0.8),
+        })
+        .collect()
+}
+
 /// Options of [`generate_demo`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoOptions {
@@ -235,6 +328,9 @@ pub struct DemoOptions {
     pub images: usize,
     /// Image side in pixels (default 32).
     pub size: usize,
+    /// The label vocabulary, and with it the layout written (default: the 16 shapes, COCO
+    /// layout).
+    pub labels: LabelSet,
 }
 
 impl Default for DemoOptions {
@@ -243,6 +339,7 @@ impl Default for DemoOptions {
             seed: 0,
             images: 5000,
             size: 32,
+            labels: LabelSet::Shapes,
         }
     }
 }
@@ -281,10 +378,10 @@ struct Scene {
 /// Chooses the labels of one image: independent draws, redrawn until 1–4 objects (an empty
 /// draw is kept with probability 0.05, so a few images are empty), plus an occasional second
 /// instance of a drawn label.
-fn draw_labels(rng: &mut ChaCha8Rng) -> Vec<usize> {
+fn draw_labels(table: &[DemoLabel], rng: &mut ChaCha8Rng) -> Vec<usize> {
     loop {
-        let mut labels: Vec<usize> = (0..LABELS.len())
-            .filter(|&i| rng.random_bool(LABELS[i].probability))
+        let mut labels: Vec<usize> = (0..table.len())
+            .filter(|&i| rng.random_bool(table[i].probability))
             .collect();
         if labels.is_empty() && !rng.random_bool(0.05) {
             continue;
@@ -331,7 +428,13 @@ fn mark_colour(label: &DemoLabel, colour: [u8; 3], dx: f64, dy: f64, r: f64) -> 
 }
 
 /// Renders objects on a noisy grey background with 3×3 supersampling.
-fn render(width: usize, height: usize, objects: &[Object], rng: &mut ChaCha8Rng) -> RgbImage {
+fn render(
+    table: &[DemoLabel],
+    width: usize,
+    height: usize,
+    objects: &[Object],
+    rng: &mut ChaCha8Rng,
+) -> RgbImage {
     let base = rng.random_range(55.0..100.0);
     let tint: [f64; 3] = [
         rng.random_range(-6.0..6.0),
@@ -355,7 +458,7 @@ fn render(width: usize, height: usize, objects: &[Object], rng: &mut ChaCha8Rng)
                     let py = y as f64 + (sy as f64 + 0.5) / SS as f64;
                     let mut c = bg;
                     for o in objects {
-                        let l = &LABELS[o.label];
+                        let l = &table[o.label];
                         let (dx, dy) = (px - o.cx, py - o.cy);
                         if inside(l.shape, dx, dy, o.r) {
                             let col = mark_colour(l, o.colour, dx, dy, o.r).unwrap_or(o.colour);
@@ -384,7 +487,13 @@ fn render(width: usize, height: usize, objects: &[Object], rng: &mut ChaCha8Rng)
 }
 
 /// Places objects for `labels` without heavy overlap (so marks stay visible).
-fn place(labels: &[usize], width: usize, height: usize, rng: &mut ChaCha8Rng) -> Vec<Object> {
+fn place(
+    table: &[DemoLabel],
+    labels: &[usize],
+    width: usize,
+    height: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Object> {
     let side = width.min(height) as f64;
     'layout: for _attempt in 0..50 {
         let mut objects: Vec<Object> = Vec::with_capacity(labels.len());
@@ -393,7 +502,7 @@ fn place(labels: &[usize], width: usize, height: usize, rng: &mut ChaCha8Rng) ->
             let jitter = |v: u8, rng: &mut ChaCha8Rng| {
                 (f64::from(v) + rng.random_range(-10.0..=10.0)).clamp(0.0, 255.0) as u8
             };
-            let c = LABELS[label].colour;
+            let c = table[label].colour;
             let colour = [jitter(c[0], rng), jitter(c[1], rng), jitter(c[2], rng)];
             let mut placed = false;
             for _ in 0..60 {
@@ -430,23 +539,23 @@ fn place(labels: &[usize], width: usize, height: usize, rng: &mut ChaCha8Rng) ->
                 cx: rng.random_range(r..(width as f64 - r)),
                 cy: rng.random_range(r..(height as f64 - r)),
                 r,
-                colour: LABELS[label].colour,
+                colour: table[label].colour,
             }
         })
         .collect()
 }
 
-fn scene(seed: u64, index: u64, width: usize, height: usize) -> Scene {
+fn scene(table: &[DemoLabel], seed: u64, index: u64, width: usize, height: usize) -> Scene {
     let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, index));
-    let labels = draw_labels(&mut rng);
-    let objects = place(&labels, width, height, &mut rng);
-    let image = render(width, height, &objects, &mut rng);
+    let labels = draw_labels(table, &mut rng);
+    let objects = place(table, &labels, width, height, &mut rng);
+    let image = render(table, width, height, &objects, &mut rng);
     Scene { image, objects }
 }
 
 /// Renders demo scene `index` for `seed` at any size (the benchmark uses 640×480 scenes).
 pub fn render_scene(seed: u64, index: u64, width: usize, height: usize) -> RgbImage {
-    scene(seed, index, width, height).image
+    scene(&LABELS, seed, index, width, height).image
 }
 
 #[derive(Serialize)]
@@ -504,6 +613,154 @@ fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// One generated image as written: its id, file (relative to the split's image folder) and
+/// objects.
+struct Written {
+    id: u64,
+    file_name: String,
+    objects: Vec<Object>,
+}
+
+/// Renders and writes the images `range` of one split into `dir`, in parallel.
+fn write_images(
+    table: &[DemoLabel],
+    opts: &DemoOptions,
+    dir: &Path,
+    name: impl Fn(u64) -> String + Sync,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<Written>> {
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let size = opts.size;
+    range
+        .into_par_iter()
+        .map(|i| {
+            let id = i as u64 + 1;
+            let s = scene(table, opts.seed, i as u64, size, size);
+            let file_name = name(id);
+            let path = dir.join(&file_name);
+            let bytes = encode_png(&s.image)?;
+            std::fs::write(&path, bytes).map_err(|e| DataError::io(&path, e))?;
+            Ok(Written {
+                id,
+                file_name,
+                objects: s.objects,
+            })
+        })
+        .collect()
+}
+
+/// Which labels an image of `written` holds (each once).
+fn label_row(written: &Written, labels: usize) -> Vec<bool> {
+    let mut row = vec![false; labels];
+    for o in &written.objects {
+        row[o.label] = true;
+    }
+    row
+}
+
+/// `annotations/instances_<split>.json` in COCO's format: one annotation per object.
+fn write_coco_annotations(
+    out: &Path,
+    split: &str,
+    opts: &DemoOptions,
+    written: Vec<Written>,
+) -> Result<()> {
+    let table = opts.labels.table();
+    let size = opts.size;
+    let mut images = Vec::with_capacity(written.len());
+    let mut annotations = Vec::new();
+    for w in written {
+        for o in &w.objects {
+            let x0 = (o.cx - o.r).max(0.0);
+            let y0 = (o.cy - o.r).max(0.0);
+            let bw = (2.0 * o.r).min(size as f64 - x0);
+            let bh = (2.0 * o.r).min(size as f64 - y0);
+            let round2 = |v: f64| (v * 100.0).round() / 100.0;
+            annotations.push(CocoAnnotation {
+                id: annotations.len() as u64 + 1,
+                image_id: w.id,
+                category_id: opts.labels.category_id(o.label),
+                bbox: [round2(x0), round2(y0), round2(bw), round2(bh)],
+                area: round2(bw * bh),
+                iscrowd: 0,
+                segmentation: Vec::new(),
+            });
+        }
+        images.push(CocoImage {
+            id: w.id,
+            file_name: w.file_name,
+            width: size,
+            height: size,
+        });
+    }
+    let file = CocoFile {
+        info: CocoInfo {
+            description: format!(
+                "fairpo generated demo set: seed {}, {} images of {}x{} px, {} {}",
+                opts.seed,
+                opts.images,
+                size,
+                size,
+                table.len(),
+                opts.labels.description()
+            ),
+            version: "1".into(),
+            year: 2014,
+        },
+        images,
+        annotations,
+        categories: table
+            .iter()
+            .enumerate()
+            .map(|(i, l)| CocoCategory {
+                id: opts.labels.category_id(i),
+                name: l.name.to_string(),
+                supercategory: l.shape.name().to_string(),
+            })
+            .collect(),
+    };
+    let ann_dir = out.join("annotations");
+    std::fs::create_dir_all(&ann_dir).map_err(|e| DataError::io(&ann_dir, e))?;
+    fairpo_io::write_json_atomic(ann_dir.join(format!("instances_{split}.json")), &file)?;
+    Ok(())
+}
+
+/// NUS-WIDE's official files for one split (`Train` or `Test`): the image list (backslash
+/// paths relative to `Flickr/`) and one 0/1 file per concept, lines aligned with the list.
+fn write_nus_lists(out: &Path, word: &str, table: &[DemoLabel], written: &[Written]) -> Result<()> {
+    let list: String = written
+        .iter()
+        .map(|w| format!("{NUS_IMAGE_FOLDER}\\{}\r\n", w.file_name))
+        .collect();
+    let list_dir = out.join("ImageList");
+    std::fs::create_dir_all(&list_dir).map_err(|e| DataError::io(&list_dir, e))?;
+    fairpo_io::atomic_write(
+        list_dir.join(format!("{word}Imagelist.txt")),
+        list.as_bytes(),
+    )?;
+    let gt = out.join("Groundtruth").join("TrainTestLabels");
+    std::fs::create_dir_all(&gt).map_err(|e| DataError::io(&gt, e))?;
+    let rows: Vec<Vec<bool>> = written.iter().map(|w| label_row(w, table.len())).collect();
+    for (t, label) in table.iter().enumerate() {
+        let text: String = rows
+            .iter()
+            .map(|r| if r[t] { "1\r\n" } else { "0\r\n" })
+            .collect();
+        fairpo_io::atomic_write(
+            gt.join(format!("Labels_{}_{word}.txt", label.name)),
+            text.as_bytes(),
+        )?;
+    }
+    if word == "Train" {
+        let names: String = table.iter().map(|l| format!("{}\n", l.name)).collect();
+        fairpo_io::atomic_write(out.join("Concepts81.txt"), names.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The folder under `Flickr/` that generated NUS-WIDE images go to.
+const NUS_IMAGE_FOLDER: &str = "generated";
+
 /// Writes the demo set under `out` (see the module docs) and returns what was written.
 pub fn generate_demo(out: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
     if opts.images < 2 {
@@ -519,88 +776,46 @@ pub fn generate_demo(out: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
         )));
     }
     let start = Instant::now();
+    let table = opts.labels.table();
     let n_train = ((opts.images as f64) * 0.8).round() as usize;
-    let splits = [("train2014", 0..n_train), ("val2014", n_train..opts.images)];
-    let mut train_counts = vec![0u64; LABELS.len()];
-    for (split, range) in splits {
-        let dir = out.join(split);
-        std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
-        let size = opts.size;
-        let results: Vec<Result<(CocoImage, Vec<Object>)>> = range
-            .clone()
-            .into_par_iter()
-            .map(|i| {
-                let id = i as u64 + 1;
-                let s = scene(opts.seed, i as u64, size, size);
-                let file_name = format!("COCO_{split}_{id:012}.png");
-                let path = dir.join(&file_name);
-                let bytes = encode_png(&s.image)?;
-                std::fs::write(&path, bytes).map_err(|e| DataError::io(&path, e))?;
-                Ok((
-                    CocoImage {
-                        id,
-                        file_name,
-                        width: size,
-                        height: size,
-                    },
-                    s.objects,
-                ))
-            })
-            .collect();
-        let mut images = Vec::with_capacity(results.len());
-        let mut annotations = Vec::new();
-        for r in results {
-            let (img, objects) = r?;
-            let mut seen = vec![false; LABELS.len()];
-            for o in objects {
-                if split == "train2014" && !seen[o.label] {
-                    train_counts[o.label] += 1;
-                }
-                seen[o.label] = true;
-                let x0 = (o.cx - o.r).max(0.0);
-                let y0 = (o.cy - o.r).max(0.0);
-                let w = (2.0 * o.r).min(size as f64 - x0);
-                let h = (2.0 * o.r).min(size as f64 - y0);
-                let round2 = |v: f64| (v * 100.0).round() / 100.0;
-                annotations.push(CocoAnnotation {
-                    id: annotations.len() as u64 + 1,
-                    image_id: img.id,
-                    category_id: category_id(o.label),
-                    bbox: [round2(x0), round2(y0), round2(w), round2(h)],
-                    area: round2(w * h),
-                    iscrowd: 0,
-                    segmentation: Vec::new(),
-                });
+    let mut train_counts = vec![0u64; table.len()];
+    for (train, range) in [(true, 0..n_train), (false, n_train..opts.images)] {
+        let written = match opts.labels {
+            LabelSet::NusWide => {
+                let word = if train { "Train" } else { "Test" };
+                let dir = out.join("Flickr").join(NUS_IMAGE_FOLDER);
+                write_images(table, opts, &dir, |id| format!("{word}_{id:06}.png"), range)?
             }
-            images.push(img);
-        }
-        let file = CocoFile {
-            info: CocoInfo {
-                description: format!(
-                    "fairpo generated demo set: seed {}, {} images of {}x{} px, 16 shape labels",
-                    opts.seed, opts.images, size, size
-                ),
-                version: "1".into(),
-                year: 2014,
-            },
-            images,
-            annotations,
-            categories: LABELS
-                .iter()
-                .enumerate()
-                .map(|(i, l)| CocoCategory {
-                    id: category_id(i),
-                    name: l.name.to_string(),
-                    supercategory: l.shape.name().to_string(),
-                })
-                .collect(),
+            _ => {
+                let split = if train { "train2014" } else { "val2014" };
+                let dir = out.join(split);
+                write_images(
+                    table,
+                    opts,
+                    &dir,
+                    |id| format!("COCO_{split}_{id:012}.png"),
+                    range,
+                )?
+            }
         };
-        let path = out
-            .join("annotations")
-            .join(format!("instances_{split}.json"));
-        let ann_dir = out.join("annotations");
-        std::fs::create_dir_all(&ann_dir).map_err(|e| DataError::io(&ann_dir, e))?;
-        fairpo_io::write_json_atomic(&path, &file)?;
+        if train {
+            for w in &written {
+                for (t, has) in label_row(w, table.len()).into_iter().enumerate() {
+                    train_counts[t] += u64::from(has);
+                }
+            }
+        }
+        match opts.labels {
+            LabelSet::NusWide => {
+                write_nus_lists(out, if train { "Train" } else { "Test" }, table, &written)?
+            }
+            _ => write_coco_annotations(
+                out,
+                if train { "train2014" } else { "val2014" },
+                opts,
+                written,
+            )?,
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
     tracing::info!(
@@ -659,7 +874,7 @@ pub fn write_demo_grid(
             r,
             colour: l.colour,
         };
-        blit(&render(size, size, &[obj], &mut rng), i, 0);
+        blit(&render(&LABELS, size, size, &[obj], &mut rng), i, 0);
     }
     for row in 0..rows {
         for col in 0..cols {

@@ -45,13 +45,14 @@ pub mod list;
 pub mod loader;
 pub mod nus;
 pub mod preprocess;
+pub mod real_labels;
 pub mod resample;
 pub mod spec;
 pub mod split;
 pub mod stats;
 
 pub use dataset::{label_counts, Dataset, LoadOptions, LoadReport};
-pub use demo::{generate_demo, DemoOptions, DemoSummary};
+pub use demo::{generate_demo, DemoOptions, DemoSummary, LabelSet};
 pub use error::{DataError, Result};
 pub use loader::{Batch, BatchLoader, Batches, LoaderConfig, SkipSummary};
 pub use preprocess::{AugmentConfig, PreprocessConfig, Preprocessor, ResizeMode, RgbImage};

@@ -31,6 +31,7 @@ fn same_seed_gives_identical_bytes_and_another_seed_differs() {
         seed: 5,
         images: 60,
         size: 24,
+        ..DemoOptions::default()
     };
     generate_demo(a.path(), &opts).unwrap();
     generate_demo(b.path(), &opts).unwrap();
@@ -57,6 +58,7 @@ fn loader_reads_back_the_generated_labels() {
             seed: 1,
             images: 400,
             size: 32,
+            ..DemoOptions::default()
         },
     )
     .unwrap();
@@ -82,4 +84,49 @@ fn loader_reads_back_the_generated_labels() {
     // Images decode at the requested size.
     let img = fairpo_data::preprocess::decode_rgb(&train.paths[0]).unwrap();
     assert_eq!((img.width, img.height), (32, 32));
+}
+
+#[test]
+fn stand_ins_of_coco_and_nus_wide_load_through_the_real_loaders() {
+    use fairpo_data::real_labels::{COCO_CATEGORIES, NUS_CONCEPTS};
+    use fairpo_data::{DatasetFormat, LabelSet};
+    for (labels, format, names) in [
+        (
+            LabelSet::Coco,
+            DatasetFormat::Coco,
+            COCO_CATEGORIES
+                .iter()
+                .map(|c| c.1.to_string())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            LabelSet::NusWide,
+            DatasetFormat::Nus,
+            NUS_CONCEPTS.iter().map(|c| c.to_string()).collect(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = generate_demo(
+            dir.path(),
+            &DemoOptions {
+                seed: 2,
+                images: 50,
+                size: 24,
+                labels,
+            },
+        )
+        .unwrap();
+        let spec = DatasetSpec {
+            root: dir.path().to_path_buf(),
+            format,
+            ..DatasetSpec::default()
+        };
+        let train = spec.load_split(Split::Train).unwrap();
+        let test = spec.load_split(Split::Test).unwrap();
+        assert_eq!((train.len(), test.len()), (40, 10), "{labels:?}");
+        assert_eq!(train.labels, names, "{labels:?}");
+        assert_eq!(train.label_counts(), summary.train_counts, "{labels:?}");
+        let img = fairpo_data::preprocess::decode_rgb(&test.paths[0]).unwrap();
+        assert_eq!((img.width, img.height), (24, 24));
+    }
 }

@@ -76,6 +76,20 @@ pub enum ConfusingSet {
     Negatives,
 }
 
+/// Over which privileged pairs CPO's preference term is averaged (its `lambda_cpo * BCE` term
+/// is always the mean over every privileged pair).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CpoPreferenceMean {
+    /// Over every privileged pair; a pair without a confusing label adds 0 (Eq. 14 as an
+    /// expectation over all pairs; default).
+    #[default]
+    AllPairs,
+    /// Over the pairs that have a confusing label only (the released code's CPO; 0 when no
+    /// pair of the batch has one).
+    WithConfusing,
+}
+
 /// Objective settings, embedded by the trainer as the `[objective]` TOML table.
 ///
 /// Every field is optional; the defaults are FairPO-CPO with the paper's MS-COCO values
@@ -95,6 +109,7 @@ pub enum ConfusingSet {
 /// global = false             # CPO over all labels as privileged, no split, no group weights
 /// confusing = "both"         # both | negatives
 /// bce_fallback = true        # false: no loss at all for pairs without a confusing label
+/// cpo_preference_mean = "all_pairs"  # all_pairs | with_confusing (the released code's CPO)
 /// ```
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +141,8 @@ pub struct ObjectiveConfig {
     /// the preference term; CPO: the lambda_cpo * BCE term is kept). `false` = such pairs give no
     /// loss at all (they still count in the mean). Default true.
     pub bce_fallback: bool,
+    /// CPO: the pairs its preference term is averaged over. Default `all_pairs`.
+    pub cpo_preference_mean: CpoPreferenceMean,
 }
 
 impl Default for ObjectiveConfig {
@@ -143,6 +160,7 @@ impl Default for ObjectiveConfig {
             global: false,
             confusing: ConfusingSet::Both,
             bce_fallback: true,
+            cpo_preference_mean: CpoPreferenceMean::AllPairs,
         }
     }
 }

@@ -15,6 +15,8 @@
 //! - Per privileged pair (Eq. 11/14): DPO, SimPO: the preference term if the set is non-empty,
 //!   else BCE (fallback); CPO: the preference term if non-empty, plus `lambda_cpo * BCE`.
 //!   With `bce_fallback = false` a pair with an empty set contributes 0 (CPO: no BCE either).
+//!   `cpo_preference_mean = "with_confusing"` averages CPO's preference term over the pairs
+//!   that have a confusing label only (the released code), its BCE term over all of them.
 //! - Non-privileged (Eq. 17): `max(0, BCE(s) - BCE(s_ref) - epsilon)`.
 //! - L_P, L_P-bar = means over the group's pairs; an empty group gives a 0 loss (reported in
 //!   the diagnostics), never a division by zero.
@@ -32,7 +34,8 @@ mod config;
 mod plan;
 
 pub use config::{
-    ConfusingSet, LabelSampling, Method, NonPrivilegedLoss, ObjectiveConfig, PrivilegedLoss,
+    ConfusingSet, CpoPreferenceMean, LabelSampling, Method, NonPrivilegedLoss, ObjectiveConfig,
+    PrivilegedLoss,
 };
 pub use plan::{HostBatch, PairPlan};
 
@@ -475,6 +478,7 @@ fn privileged_pair_loss<B: Backend>(
     let mut d_idx = vec![0i64; b * t];
     let mut has_k = vec![false; b * t];
     let mut fallback = vec![false; b * t];
+    let (mut n_pref, mut n_k) = (0usize, 0usize);
     for p in 0..b * t {
         let l = p % t;
         w_idx[p] = l as i64;
@@ -489,9 +493,11 @@ fn privileged_pair_loss<B: Backend>(
             &mut diag.negative
         };
         case.pairs += 1;
+        n_pref += 1;
         match plan.confusing[p] {
             Some(k) => {
                 case.with_confusing += 1;
+                n_k += 1;
                 has_k[p] = true;
                 if positive {
                     d_idx[p] = k as i64;
@@ -523,7 +529,16 @@ fn privileged_pair_loss<B: Backend>(
         _ => unreachable!("privileged_pair_loss is only called for FairPO methods"),
     };
     if cfg.method == Method::Cpo {
-        // has_k * pref + lambda * BCE where a pair has a loss (has_k or fallback).
+        // has_k * pref + lambda * BCE where a pair has a loss (has_k or fallback). The caller
+        // divides by the number of preference pairs; scaling the preference entries by
+        // n_pref / n_k turns that into a mean over the pairs with a confusing label.
+        let pref = match cfg.cpo_preference_mean {
+            CpoPreferenceMean::AllPairs => pref,
+            CpoPreferenceMean::WithConfusing if n_k > 0 => {
+                pref.mul_scalar(n_pref as f64 / n_k as f64)
+            }
+            CpoPreferenceMean::WithConfusing => pref,
+        };
         has_k.clone() * pref + (has_k + fallback) * bce.clone().mul_scalar(cfg.lambda_cpo)
     } else {
         has_k * pref + fallback * bce.clone()

@@ -56,6 +56,46 @@ fn no_confusing_label_uses_bce_or_lambda_bce() {
     }
 }
 
+/// Two rows, T = 2, P = {0}, both y = [1, 0]: row 1 (s = [0.5, 1.0]) has S_neg = {1}, row 2
+/// (s = [2, -1]) has none. CPO's preference term over all pairs is halved by the pair without a
+/// confusing label; the released code's mean (`with_confusing`) is over row 1 alone; the
+/// lambda * BCE term is the mean over both rows either way.
+#[test]
+fn cpo_preference_mean_over_all_pairs_or_pairs_with_a_confusing_label() {
+    let (s, y) = ([0.5, 1.0, 2.0, -1.0], [1.0, 0.0, 1.0, 0.0]);
+    let p = [true, false];
+    let pref = softplus(-0.5 * (log_sigmoid(0.5) - log_sigmoid(1.0)));
+    let lam_bce = 0.5 * (bce(0.5, 1.0) + bce(2.0, 1.0)) / 2.0;
+    for (mean, want) in [
+        (
+            fairpo_objectives::CpoPreferenceMean::AllPairs,
+            pref / 2.0 + lam_bce,
+        ),
+        (
+            fairpo_objectives::CpoPreferenceMean::WithConfusing,
+            pref + lam_bce,
+        ),
+    ] {
+        let cfg = ObjectiveConfig {
+            non_privileged_loss: fairpo_objectives::NonPrivilegedLoss::Bce,
+            cpo_preference_mean: mean,
+            ..ObjectiveConfig::new(Method::Cpo)
+        };
+        let out = compute(&cfg, inputs::<B64>(&s, &y, None, &p), &mut rng()).unwrap();
+        let got = scalar(out.losses.privileged);
+        assert!((got - want).abs() < 1e-12, "{mean:?}: {got} vs {want}");
+    }
+    // No pair with a confusing label: the preference term is 0, the BCE term stays.
+    let cfg = ObjectiveConfig {
+        non_privileged_loss: fairpo_objectives::NonPrivilegedLoss::Bce,
+        cpo_preference_mean: fairpo_objectives::CpoPreferenceMean::WithConfusing,
+        ..ObjectiveConfig::new(Method::Cpo)
+    };
+    let (s, y) = ([2.0, -1.0], [1.0, 0.0]);
+    let out = compute(&cfg, inputs::<B64>(&s, &y, None, &p), &mut rng()).unwrap();
+    assert!((scalar(out.losses.privileged) - 0.5 * bce(2.0, 1.0)).abs() < 1e-12);
+}
+
 /// Same labels, s = [0.5, 1.0]: the negative label 1 outranks the positive privileged label 0,
 /// so S_neg = {1}; preferred w = 0, dispreferred d = 1.
 #[test]

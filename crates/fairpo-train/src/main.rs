@@ -32,6 +32,8 @@ enum Command {
     Metrics(cmd::metrics::MetricsArgs),
     /// Dataset tools: label statistics, the generated demo set.
     Data(cmd::data::DataArgs),
+    /// Backbone tools: a seeded random ViT as a Hugging Face folder.
+    Backbone(cmd::backbone::BackboneArgs),
     /// Extract CLS features of a frozen ViT (Hugging Face folder) over images to .npy.
     Features(cmd::features::FeaturesArgs),
 }
@@ -47,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::Metrics(args) => cmd::metrics::run(args),
         Command::Data(args) => cmd::data::run(args),
         Command::Features(args) => cmd::features::run(args),
+        Command::Backbone(args) => cmd::backbone::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

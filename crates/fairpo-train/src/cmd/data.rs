@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use fairpo_data::{generate_demo, DatasetFormat, DatasetSpec, DemoOptions, LabelStats};
+use fairpo_data::{generate_demo, DatasetFormat, DatasetSpec, DemoOptions, LabelSet, LabelStats};
 
 /// Dataset tools.
 #[derive(Debug, Args)]
@@ -63,18 +63,32 @@ pub struct GenerateArgs {
     /// Seed; the same seed writes identical files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Total images (80 % train2014, 20 % val2014).
+    /// Total images (80 % train2014 / Train, 20 % val2014 / Test).
     #[arg(long, default_value_t = 5000)]
     pub images: usize,
     /// Image side in pixels.
     #[arg(long, default_value_t = 32)]
     pub size: usize,
-    /// Also write a PNG grid of the labels and sample images here.
+    /// Label vocabulary and layout: `shapes` (the demo's 16, COCO layout), `coco` (MS-COCO's 80
+    /// category names and ids, COCO layout) or `nus-wide` (NUS-WIDE's 81 concepts, its official
+    /// layout). The last two are stand-ins of the real sets' shape, for rehearsals.
+    #[arg(long, default_value = "shapes", value_parser = parse_label_set)]
+    pub labels: LabelSet,
+    /// Also write a PNG grid of the labels and sample images here (shapes only).
     #[arg(long)]
     pub grid: Option<PathBuf>,
     /// Write into a non-empty folder.
     #[arg(long)]
     pub force: bool,
+}
+
+fn parse_label_set(s: &str) -> Result<LabelSet, String> {
+    match s {
+        "shapes" => Ok(LabelSet::Shapes),
+        "coco" => Ok(LabelSet::Coco),
+        "nus-wide" => Ok(LabelSet::NusWide),
+        other => Err(format!("expected shapes, coco or nus-wide, got {other:?}")),
+    }
 }
 
 /// Runs `fairpo data ...`.
@@ -185,7 +199,11 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         seed: a.seed,
         images: a.images,
         size: a.size,
+        labels: a.labels,
     };
+    if a.grid.is_some() && a.labels != LabelSet::Shapes {
+        bail!("--grid draws the demo's shapes only (--labels shapes)");
+    }
     let summary = generate_demo(&a.out, &opts)?;
     if let Some(grid) = &a.grid {
         fairpo_data::demo::write_demo_grid(grid, a.seed, a.size, 4, 3)?;
@@ -200,7 +218,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         summary.out.display(),
         summary.seconds
     );
-    let names = fairpo_data::demo::demo_label_names();
+    let names = a.labels.names();
     let counts: Vec<String> = names
         .iter()
         .zip(&summary.train_counts)
@@ -238,6 +256,7 @@ mod tests {
                 seed: 3,
                 images: 50,
                 size: 16,
+                labels: LabelSet::Shapes,
                 grid: None,
                 force: false,
             }),
@@ -265,6 +284,7 @@ mod tests {
                 seed: 3,
                 images: 50,
                 size: 16,
+                labels: LabelSet::Shapes,
                 grid: None,
                 force: false,
             }),

@@ -1,5 +1,6 @@
 //! One module per `fairpo` subcommand.
 
+pub mod backbone;
 pub mod data;
 pub mod eval;
 pub mod features;

@@ -483,6 +483,55 @@ mod tests {
     }
 
     #[test]
+    fn real_fairpo_presets_keep_grpo_delta_at_the_hinge_scale() {
+        for ds in ["coco", "nus"] {
+            for m in ["cpo", "dpo", "simpo"] {
+                let p = configs_dir().join(format!("{ds}-{m}.toml"));
+                let cfg = RunConfig::load(&[p], &[]).unwrap();
+                assert_eq!(cfg.scheduler.delta, 0.1, "{ds}-{m}");
+            }
+        }
+    }
+
+    #[test]
+    fn released_code_overlays_select_each_documented_difference() {
+        use fairpo_data::SelectOn;
+        use fairpo_metrics::partition::PrivilegedSpec;
+        let dir = configs_dir();
+        for ds in ["coco", "nus"] {
+            for m in ["sft", "rw", "gdro", "dpo", "simpo", "cpo"] {
+                let cfg = RunConfig::load(
+                    &[
+                        dir.join(format!("{ds}-{m}.toml")),
+                        dir.join("compat/released-code.toml"),
+                        dir.join(format!("compat/released-code-privileged-{ds}.toml")),
+                    ],
+                    &[],
+                )
+                .unwrap_or_else(|e| panic!("{ds}-{m}: {e}"));
+                assert_eq!(cfg.data.select_on, SelectOn::Test);
+                assert_eq!(cfg.model.trainable_layers, super::TrainableLayers::Last(0));
+                assert_eq!(cfg.model.init_heads, Some(super::InitHeads::Fresh));
+                assert!(!cfg.model.heads_from_init());
+                assert!(!cfg.data.preprocess.augment.enabled());
+                assert_eq!(cfg.data.preprocess.resize_shorter, Some(256));
+                assert_eq!(
+                    cfg.objective.cpo_preference_mean,
+                    fairpo_objectives::CpoPreferenceMean::WithConfusing
+                );
+                assert_eq!(cfg.scheduler.first_step, fairpo_grpo::FirstStep::RawLoss);
+                assert_eq!(cfg.scheduler.delta, 1e-6);
+                assert_eq!(cfg.train.per_batch, Some(32));
+                assert_eq!(cfg.train.select_group, Group::Privileged);
+                let PrivilegedSpec::Names(names) = &cfg.data.privileged else {
+                    panic!("{ds}-{m}: privileged set by name");
+                };
+                assert_eq!(names.len(), if ds == "coco" { 20 } else { 16 });
+            }
+        }
+    }
+
+    #[test]
     fn paper_presets_carry_table5_hyperparameters() {
         let load =
             |n: &str| RunConfig::load(&[configs_dir().join(format!("{n}.toml"))], &[]).unwrap();

@@ -44,11 +44,27 @@ pub(crate) fn read_table(path: &Path) -> Result<Table, TomlError> {
     })
 }
 
-/// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
+/// Tables that hold one choice among variants (`{ fraction = 0.2 }` or `{ names = [...] }`):
+/// an overlay's value replaces them whole, since merging two choices would make neither.
+const CHOICE_TABLES: [&str; 1] = ["data.privileged"];
+
+/// Deep-merges `overlay` into `base`: tables merge key by key (except [`CHOICE_TABLES`]),
+/// anything else replaces.
 pub(crate) fn merge(base: &mut Table, overlay: Table) {
+    merge_at(base, overlay, "");
+}
+
+fn merge_at(base: &mut Table, overlay: Table, path: &str) {
     for (key, value) in overlay {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
         match (base.get_mut(&key), value) {
-            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (Some(Value::Table(b)), Value::Table(o)) if !CHOICE_TABLES.contains(&here.as_str()) => {
+                merge_at(b, o, &here)
+            }
             (_, v) => {
                 base.insert(key, v);
             }
@@ -81,10 +97,14 @@ pub(crate) fn apply_override(table: &mut Table, arg: &str) -> Result<(), TomlErr
     }
     let parts: Vec<&str> = key.split('.').collect();
     let mut cur = table;
-    for part in &parts[..parts.len() - 1] {
+    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
         let entry = cur
             .entry(part.to_string())
             .or_insert_with(|| Value::Table(Table::new()));
+        if CHOICE_TABLES.contains(&parts[..=i].join(".").as_str()) {
+            // `--set data.privileged.count=16` chooses anew.
+            *entry = Value::Table(Table::new());
+        }
         cur = match entry {
             Value::Table(t) => t,
             _ => {
@@ -151,6 +171,23 @@ mod tests {
         assert_eq!(a["t"]["a"].as_integer(), Some(1));
         assert_eq!(a["t"]["b"].as_integer(), Some(3));
         assert_eq!(a["t"]["c"].as_integer(), Some(4));
+    }
+
+    #[test]
+    fn a_choice_table_is_replaced_not_merged() {
+        let mut a: Table = "[data]\nroot = \"x\"\nprivileged = { fraction = 0.2 }"
+            .parse()
+            .unwrap();
+        let b: Table = "[data]\nprivileged = { names = [\"cat\"] }"
+            .parse()
+            .unwrap();
+        merge(&mut a, b);
+        let p = a["data"]["privileged"].as_table().unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["names"]);
+        assert_eq!(a["data"]["root"].as_str(), Some("x"));
+        apply_override(&mut a, "data.privileged.count=16").unwrap();
+        let p = a["data"]["privileged"].as_table().unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["count"]);
     }
 
     #[test]
