@@ -11,6 +11,9 @@ pub(crate) struct Opts {
     pub seed: Option<u64>,
     pub seeds: Option<u64>,
     pub epochs: Option<usize>,
+    pub images: Option<usize>,
+    pub method: Option<String>,
+    pub rates: bool,
     pub dataset: Option<String>,
     pub sets: Vec<String>,
     pub fresh: bool,
@@ -45,6 +48,13 @@ impl Opts {
                             .context("--epochs: expected an integer")?,
                     )
                 }
+                "--images" => {
+                    o.images = Some(
+                        value("--images")?
+                            .parse()
+                            .context("--images: expected an integer")?,
+                    )
+                }
                 "--dataset" => {
                     let d = value("--dataset")?.clone();
                     if !["demo", "coco", "nus"].contains(&d.as_str()) {
@@ -54,6 +64,8 @@ impl Opts {
                 }
                 "--set" => o.sets.push(value("--set")?.clone()),
                 "--fresh" => o.fresh = true,
+                "--rates" => o.rates = true,
+                "--method" => o.method = Some(value("--method")?.clone()),
                 s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),
                 s => o.positional.push(s.to_string()),
             }

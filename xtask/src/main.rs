@@ -6,8 +6,10 @@
 mod bench;
 mod flags;
 mod parity;
+mod rehearse;
 mod runs;
 mod study;
+mod tune;
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -27,11 +29,23 @@ cargo xtask <command>
         FairPO-CPO ablations (Tables 3/4): configs/ablations/*.toml over <dataset>-cpo.
   sweep [--dataset demo|coco|nus]
         FairPO-CPO sensitivity to beta and epsilon (Tables 6/7).
+  tune [--dataset demo|coco|nus] [--method sft|rw|gdro|dpo|simpo|cpo|all] [--rates] [--epochs N]
+        the appendix E grids of each method (SFT lr; RW lambda_P; GDRO eta_alpha; DPO beta x
+        epsilon; SimPO beta x gamma x epsilon; CPO beta x lambda_CPO x epsilon; --rates adds
+        FairPO's lr and eta_alpha grids), chosen on the validation split; prints the Table 5
+        layout and writes runs/reports/<dataset>-tune. Finished runs are reused.
   parity [--epochs N] [--seeds N | --seed N]
         BCE-SFT on the demo set from shared starts (seeds 0..N-1, default 3; 10 epochs), fairpo
         vs PyTorch (bench/parity_demo.py; needs python3 with torch, transformers, Pillow and
         scikit-learn): per-epoch train loss and test mAP side by side; fails if fairpo's test mAP
         (mean of the last 3 epochs and the seeds) is more than 1 point below PyTorch's.
+  rehearse [--dataset coco|nus] [--epochs N] [--images N] [--fresh]
+        the real-data path at ViT-B/16 shapes on generated stand-ins (a random ViT-B/16 as a
+        Hugging Face folder; 224 px sets in the official COCO and NUS-WIDE layouts with their
+        real label names; default 200 images, 2 epochs): every coco-/nus- preset, the trunk
+        cache on and off, GRPO protocols side by side, an ablation, the released-code overlay
+        and a killed-and-resumed run; fails when a run, a file, the cache, alpha_P (>= 0.1 over
+        the second half) or the resume check fails. Everything goes to runs/rehearsal/.
   bench [metrics|data|vit|objectives|train|all]
         runs each crate's examples/bench_<name>.rs and prints its table.
 ";
@@ -65,6 +79,8 @@ fn run() -> Result<()> {
             };
             parity::run(opts.epochs.unwrap_or(10), &seeds)
         }
+        "rehearse" => rehearse::run(&opts),
+        "tune" => tune::tune(&opts),
         "bench" => bench::bench(opts.positional.first().map(String::as_str).unwrap_or("all")),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

@@ -205,8 +205,22 @@ pub(crate) fn report(runs: &[PathBuf], name: &str) -> Result<()> {
 
 /// Builds the `fairpo` binary once (dev profile) and runs it.
 pub(crate) fn fairpo(args: &[String]) -> Result<()> {
+    let bin = fairpo_bin()?;
+    eprintln!("xtask: fairpo {}", args.join(" "));
+    let status = Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("`fairpo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The `fairpo` binary, built once per xtask process (dev profile).
+pub(crate) fn fairpo_bin() -> Result<PathBuf> {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let bin = match BUILT.get() {
+    Ok(match BUILT.get() {
         Some(b) => b.clone(),
         None => {
             let status = Command::new(cargo())
@@ -225,14 +239,5 @@ pub(crate) fn fairpo(args: &[String]) -> Result<()> {
             let _ = BUILT.set(b.clone());
             b
         }
-    };
-    eprintln!("xtask: fairpo {}", args.join(" "));
-    let status = Command::new(&bin)
-        .args(args)
-        .status()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !status.success() {
-        bail!("`fairpo {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
+    })
 }
