@@ -33,7 +33,8 @@ cargo xtask <command>
         the appendix E grids of each method (SFT lr; RW lambda_P; GDRO eta_alpha; DPO beta x
         epsilon; SimPO beta x gamma x epsilon; CPO beta x lambda_CPO x epsilon; --rates adds
         FairPO's lr and eta_alpha grids), chosen on the validation split; prints the Table 5
-        layout and writes runs/reports/<dataset>-tune. Finished runs are reused.
+        layout and writes runs/reports/<dataset>-tune. Finished runs are reused by name (the
+        grid values): pass --fresh after changing --epochs or --set.
   parity [--epochs N] [--seeds N | --seed N]
         BCE-SFT on the demo set from shared starts (seeds 0..N-1, default 3; 10 epochs), fairpo
         vs PyTorch (bench/parity_demo.py; needs python3 with torch, transformers, Pillow and

@@ -100,7 +100,7 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
     }
     let start = Instant::now();
     let backbone = root.join("vit-b16");
-    if !backbone.join("model.safetensors").is_file() {
+    if !(backbone.join("model.safetensors").is_file() && backbone.join("config.json").is_file()) {
         fairpo(&strings(&[
             "backbone",
             "init",
@@ -153,12 +153,14 @@ fn rehearse_dataset(
     images: usize,
 ) -> Result<Vec<Outcome>> {
     let data = root.join("data").join(ds);
-    let marker = if ds == "coco" {
-        data.join("annotations")
-    } else {
-        data.join("Concepts81.txt")
-    };
-    if !marker.exists() {
+    // The options the set was made with; any other set there is made anew.
+    let stamp = data.join("rehearsal-set.txt");
+    let wanted = format!("{ds} images {images} size 224 seed 0\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        if data.exists() {
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("removing {}", data.display()))?;
+        }
         fairpo(&strings(&[
             "data",
             "generate",
@@ -174,6 +176,7 @@ fn rehearse_dataset(
             "--out",
             &data.display().to_string(),
         ]))?;
+        std::fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))?;
     }
     let runs = root.join(ds);
     let run_dir = |label: &str| runs.join(label).display().to_string();
@@ -326,7 +329,7 @@ fn rehearse_dataset(
         progress(ds, i, total, &p.label, started);
         outcomes.push(run_planned(p, &runs, None)?);
     }
-    // Killed at a step of the second epoch and resumed: must end where `cpo` ended.
+    // Killed one step past the middle of the run and resumed: must end where `cpo` ended.
     progress(ds, total - 1, total, "cpo-resumed", started);
     let cpo = plans.iter().find(|p| p.label == "cpo").expect("planned");
     let steps = outcomes
@@ -449,7 +452,10 @@ fn run_planned(p: &Planned, runs: &Path, kill_at: Option<String>) -> Result<Outc
     );
     match p.cache {
         Cache::Used if !used => problems.push("the trunk-output cache was not used".into()),
-        Cache::Bypassed if !bypassed || used => problems
+        Cache::Bypassed if used => {
+            problems.push("augmentation is on, yet the trunk-output cache was used".into())
+        }
+        Cache::Bypassed if !bypassed => problems
             .push("augmentation is on, yet the log does not say the cache was switched off".into()),
         _ => {}
     }
@@ -505,10 +511,11 @@ fn read_map(path: &Path) -> Option<(f64, f64)> {
 }
 
 fn print_table(outcomes: &[Outcome], epochs: usize, images: usize) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "\nRehearsal: random ViT-B/16 (HF layout), generated 224 px sets of {images} images, \
-         {epochs} epochs per run, batch 32, 2 CPU threads. Random weights: mAP shows the runs \
-         work, not FairPO's accuracy.\n"
+         {epochs} epochs per run, the presets' batch size, {threads} CPU threads. Random \
+         weights: mAP shows the runs work, not FairPO's accuracy.\n"
     );
     println!("| run | what | steps | seconds | test mAP P / P̄ | α_P, 2nd half | checks |");
     println!("|---|---|---|---|---|---|---|");

@@ -5,7 +5,9 @@
 //! λ_P, GDRO's η_α; DPO β × ε, SimPO β × γ × ε, CPO β × λ_CPO × ε), at the presets' learning
 //! rate and η_α (the values the paper's tuning ended on). With `--rates`, FairPO's learning
 //! rate and η_α grids follow, one at a time around the chosen values. Finished runs are
-//! reused, so an interrupted tune continues where it stopped (`--fresh` retrains).
+//! reused by name, so an interrupted tune continues where it stopped; the names hold the grid
+//! values, not `--epochs` or `--set`, so pass `--fresh` after changing those. The FairPO and
+//! RW runs start from the preset's reference (`runs/<dataset>-sft`, trained first if missing).
 //!
 //! Selection, on the validation metrics of each run's selected epoch:
 //! - BCE-SFT: the highest mAP over all labels (D.1);
@@ -120,10 +122,12 @@ fn choose(method: &str, tried: &[Tried]) -> usize {
     }
 }
 
-/// Trains every point of `axes` (a full grid) over `sets`; returns what was tried.
+/// Trains every point of `axes` (a full grid) over `base` as runs named `prefix-<key><value>...`;
+/// returns what was tried.
 fn run_grid(
     ds: &str,
     method: &str,
+    prefix: &str,
     axes: &[(&'static str, &'static str, &'static [&'static str])],
     base: &[String],
     opts: &Opts,
@@ -145,7 +149,7 @@ fn run_grid(
     let mut tried = Vec::new();
     for (i, values) in points.iter().enumerate() {
         let mut sets = base.to_vec();
-        let mut name = format!("{ds}-{method}-tune");
+        let mut name = prefix.to_string();
         for ((key, _, _), v) in axes.iter().zip(values) {
             sets.push(format!("{key}={v}"));
             name.push_str(&format!("-{}{v}", key.rsplit('.').next().unwrap_or(key)));
@@ -193,7 +197,8 @@ pub(crate) fn tune(opts: &Opts) -> Result<()> {
     let mut all_runs = Vec::new();
     for m in methods {
         let g = grid(m)?;
-        let tried = run_grid(ds, g.method, &g.axes, &base, opts)?;
+        let prefix = format!("{ds}-{}-tune", g.method);
+        let tried = run_grid(ds, g.method, &prefix, &g.axes, &base, opts)?;
         let i = choose(g.method, &tried);
         let mut chosen: Vec<(String, String)> = g
             .axes
@@ -205,17 +210,26 @@ pub(crate) fn tune(opts: &Opts) -> Result<()> {
         all_runs.extend(tried.iter().map(|t| t.run.clone()));
         let fairpo = ["dpo", "simpo", "cpo"].contains(&g.method);
         if opts.rates && fairpo {
+            // The rate runs' names carry every value already fixed, so a rerun after another
+            // choice never reuses them.
             let mut fixed = base.clone();
+            let mut prefix = prefix.clone();
             for ((key, _, _), v) in g.axes.iter().zip(&tried[i].values) {
                 fixed.push(format!("{key}={v}"));
+                prefix.push_str(&format!("-{}{v}", key.rsplit('.').next().unwrap_or(key)));
             }
             for axis in [
                 ("train.lr", "η_w", LR_FAIRPO),
                 ("scheduler.eta_alpha", "η_α", ETA_ALPHA),
             ] {
-                let t = run_grid(ds, g.method, &[axis], &fixed, opts)?;
+                let t = run_grid(ds, g.method, &prefix, &[axis], &fixed, opts)?;
                 let j = choose(g.method, &t);
                 fixed.push(format!("{}={}", axis.0, t[j].values[0]));
+                prefix.push_str(&format!(
+                    "-{}{}",
+                    axis.0.rsplit('.').next().unwrap_or(axis.0),
+                    t[j].values[0]
+                ));
                 chosen.push((axis.1.to_string(), t[j].values[0].clone()));
                 map = t[j].map;
                 all_runs.extend(t.iter().map(|t| t.run.clone()));

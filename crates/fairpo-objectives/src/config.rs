@@ -141,7 +141,8 @@ pub struct ObjectiveConfig {
     /// the preference term; CPO: the lambda_cpo * BCE term is kept). `false` = such pairs give no
     /// loss at all (they still count in the mean). Default true.
     pub bce_fallback: bool,
-    /// CPO: the pairs its preference term is averaged over. Default `all_pairs`.
+    /// CPO: the pairs its preference term is averaged over (other methods ignore it; not with
+    /// `global`). Default `all_pairs`.
     pub cpo_preference_mean: CpoPreferenceMean,
 }
 
@@ -198,6 +199,13 @@ impl ObjectiveConfig {
         finite("lambda_p", self.lambda_p, 0.0, true)?;
         if !self.gamma.is_finite() {
             return bad("gamma", format!("a finite value, got {}", self.gamma));
+        }
+        if self.cpo_preference_mean == CpoPreferenceMean::WithConfusing && self.global {
+            // Under `global` the preference mean would be over all labels, not the group's.
+            return bad(
+                "cpo_preference_mean",
+                "\"with_confusing\" cannot be combined with `global`".into(),
+            );
         }
         if self.global && !self.method.is_fairpo() {
             return bad(

@@ -9,7 +9,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use common::run_ok;
 use fairpo_vit::ViTConfig;
 
@@ -34,13 +33,7 @@ fn tiny_b16() -> ViTConfig {
 }
 
 fn write_backbone(dir: &Path) {
-    type B = burn::backend::Flex;
-    let cfg = tiny_b16();
-    let device = Default::default();
-    B::seed(&device, 0);
-    let vit = cfg.try_init::<B>(&device).unwrap();
-    let pre = fairpo_train::cmd::backbone::checkpoint_preprocessor(cfg.image_size);
-    fairpo_vit::save_hf_dir(&vit, &cfg, dir, Some(&pre)).unwrap();
+    fairpo_train::cmd::backbone::write_random_backbone(dir, &tiny_b16(), 0).unwrap();
 }
 
 /// α_P at every step of a run.

@@ -2,7 +2,7 @@
 //!
 //! The tensors are laid out as the key table ([`hf_key_table`]) says a checkpoint must hold
 //! them, so a written folder loads back into fairpo and into transformers' `ViTModel`. Used to
-//! make random backbones of real shapes for tests and rehearsals, and by exports.
+//! make random backbones of real shapes for tests and rehearsals (`fairpo backbone init`).
 
 use std::path::Path;
 
@@ -133,21 +133,15 @@ pub fn hf_tensors<B: Backend>(vit: &ViT<B>, cfg: &ViTConfig) -> Result<Vec<HfTen
     for spec in hf_key_table(cfg) {
         match found.remove(&spec.key) {
             None => problems.push(format!("the model has no tensor for {}", spec.key)),
-            Some((shape, values)) if shape.iter().product::<usize>() == values.len() => {
-                if shape.iter().product::<usize>() != spec.shape.iter().product::<usize>() {
-                    problems.push(format!(
-                        "tensor {} has shape {shape:?}, config implies {:?}",
-                        spec.key, spec.shape
-                    ));
-                } else {
-                    out.push(HfTensor {
-                        key: spec.key,
-                        shape: spec.shape,
-                        values,
-                    });
-                }
-            }
-            Some(_) => problems.push(format!("tensor {} is inconsistent", spec.key)),
+            Some((shape, _)) if shape != spec.shape => problems.push(format!(
+                "tensor {} has shape {shape:?}, config implies {:?}",
+                spec.key, spec.shape
+            )),
+            Some((shape, values)) => out.push(HfTensor {
+                key: spec.key,
+                shape,
+                values,
+            }),
         }
     }
     let mut rest: Vec<_> = found.into_keys().collect();
@@ -204,13 +198,39 @@ pub fn save_hf_dir<B: Backend>(
     dir: &Path,
     preprocessor: Option<&serde_json::Value>,
 ) -> Result<(), VitError> {
-    let tensors = hf_tensors(vit, cfg)?;
+    save_hf_tensors(&hf_tensors(vit, cfg)?, cfg, dir, preprocessor)
+}
+
+/// [`save_hf_dir`] for tensors already in the Hugging Face layout (checked against the key
+/// table of `cfg`).
+pub fn save_hf_tensors(
+    tensors: &[HfTensor],
+    cfg: &ViTConfig,
+    dir: &Path,
+    preprocessor: Option<&serde_json::Value>,
+) -> Result<(), VitError> {
+    let table = hf_key_table(cfg);
+    let matches = table.len() == tensors.len()
+        && table
+            .iter()
+            .zip(tensors)
+            .all(|(spec, t)| spec.key == t.key && spec.shape == t.shape);
+    if !matches
+        || tensors
+            .iter()
+            .any(|t| t.values.len() != t.shape.iter().product::<usize>())
+    {
+        return Err(VitError::InvalidConfig {
+            path: None,
+            reason: "the tensors do not follow the configuration's key table".into(),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(|source| VitError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     let weights = dir.join("model.safetensors");
-    let bytes = safetensors_bytes(&tensors).map_err(|reason| VitError::Checkpoint {
+    let bytes = safetensors_bytes(tensors).map_err(|reason| VitError::Checkpoint {
         path: weights.clone(),
         reason,
     })?;

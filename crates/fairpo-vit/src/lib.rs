@@ -29,7 +29,7 @@ mod weights;
 pub use alloc::mimalloc_keep_freed_memory;
 pub use config::{ModelDir, ViTConfig, MAX_PARAMETERS};
 pub use error::VitError;
-pub use hf_writer::{hf_tensors, safetensors_bytes, save_hf_dir, HfTensor};
+pub use hf_writer::{hf_tensors, safetensors_bytes, save_hf_dir, save_hf_tensors, HfTensor};
 pub use kernels::{gelu, gelu_derivative_f32, gelu_f32, gelu_in_place, softmax_last};
 pub use model::{
     cls, patchify, Attention, AttentionKind, Embeddings, Encoder, EncoderLayer, Intermediate,

@@ -210,7 +210,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         tracing::info!("wrote sample grid {}", grid.display());
     }
     println!(
-        "wrote {} train + {} val images of {}x{} px to {} in {:.1} s",
+        "wrote {} train + {} test images of {}x{} px to {} in {:.1} s",
         summary.train_images,
         summary.val_images,
         a.size,
