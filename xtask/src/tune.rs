@@ -27,6 +27,11 @@ use crate::runs::{report, train_with};
 /// How far below the grid's best non-privileged mAP a run may be and still be chosen (points).
 const P_BAR_SLACK: f64 = 1.0;
 
+/// The part of a run name for `key = value`: the key's last segment, then the value.
+fn name_part(key: &str, value: &str) -> String {
+    format!("-{}{value}", key.rsplit('.').next().unwrap_or(key))
+}
+
 struct Grid {
     method: &'static str,
     /// (config key, label in the table, values).
@@ -152,7 +157,7 @@ fn run_grid(
         let mut name = prefix.to_string();
         for ((key, _, _), v) in axes.iter().zip(values) {
             sets.push(format!("{key}={v}"));
-            name.push_str(&format!("-{}{v}", key.rsplit('.').next().unwrap_or(key)));
+            name.push_str(&name_part(key, v));
         }
         if i > 0 {
             let per = started.elapsed().as_secs_f64() / i as f64;
@@ -216,7 +221,7 @@ pub(crate) fn tune(opts: &Opts) -> Result<()> {
             let mut prefix = prefix.clone();
             for ((key, _, _), v) in g.axes.iter().zip(&tried[i].values) {
                 fixed.push(format!("{key}={v}"));
-                prefix.push_str(&format!("-{}{v}", key.rsplit('.').next().unwrap_or(key)));
+                prefix.push_str(&name_part(key, v));
             }
             for axis in [
                 ("train.lr", "η_w", LR_FAIRPO),
@@ -225,11 +230,7 @@ pub(crate) fn tune(opts: &Opts) -> Result<()> {
                 let t = run_grid(ds, g.method, &prefix, &[axis], &fixed, opts)?;
                 let j = choose(g.method, &t);
                 fixed.push(format!("{}={}", axis.0, t[j].values[0]));
-                prefix.push_str(&format!(
-                    "-{}{}",
-                    axis.0.rsplit('.').next().unwrap_or(axis.0),
-                    t[j].values[0]
-                ));
+                prefix.push_str(&name_part(axis.0, &t[j].values[0]));
                 chosen.push((axis.1.to_string(), t[j].values[0].clone()));
                 map = t[j].map;
                 all_runs.extend(t.iter().map(|t| t.run.clone()));

@@ -786,24 +786,27 @@ pub fn generate_demo(out: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
     let table = opts.labels.table();
     let n_train = ((opts.images as f64) * 0.8).round() as usize;
     let mut train_counts = vec![0u64; table.len()];
+    let nus = opts.labels == LabelSet::NusWide;
     for (train, range) in [(true, 0..n_train), (false, n_train..opts.images)] {
-        let written = match opts.labels {
-            LabelSet::NusWide => {
-                let word = if train { "Train" } else { "Test" };
-                let dir = out.join("Flickr").join(NUS_IMAGE_FOLDER);
-                write_images(table, opts, &dir, |id| format!("{word}_{id:06}.png"), range)?
-            }
-            _ => {
-                let split = if train { "train2014" } else { "val2014" };
-                let dir = out.join(split);
-                write_images(
-                    table,
-                    opts,
-                    &dir,
-                    |id| format!("COCO_{split}_{id:012}.png"),
-                    range,
-                )?
-            }
+        // The split's name in file names: NUS-WIDE's Train/Test, COCO 2014's train/val folders.
+        let split = match (nus, train) {
+            (true, true) => "Train",
+            (true, false) => "Test",
+            (false, true) => "train2014",
+            (false, false) => "val2014",
+        };
+        let written = if nus {
+            let dir = out.join("Flickr").join(NUS_IMAGE_FOLDER);
+            write_images(
+                table,
+                opts,
+                &dir,
+                |id| format!("{split}_{id:06}.png"),
+                range,
+            )?
+        } else {
+            let name = |id| format!("COCO_{split}_{id:012}.png");
+            write_images(table, opts, &out.join(split), name, range)?
         };
         if train {
             for w in &written {
@@ -812,16 +815,10 @@ pub fn generate_demo(out: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
                 }
             }
         }
-        match opts.labels {
-            LabelSet::NusWide => {
-                write_nus_lists(out, if train { "Train" } else { "Test" }, table, &written)?
-            }
-            _ => write_coco_annotations(
-                out,
-                if train { "train2014" } else { "val2014" },
-                opts,
-                written,
-            )?,
+        if nus {
+            write_nus_lists(out, split, table, &written)?
+        } else {
+            write_coco_annotations(out, split, opts, written)?
         }
     }
     let seconds = start.elapsed().as_secs_f64();

@@ -533,11 +533,11 @@ fn privileged_pair_loss<B: Backend>(
         // divides by the number of preference pairs; scaling the preference entries by
         // n_pref / n_k turns that into a mean over the pairs with a confusing label.
         let pref = match cfg.cpo_preference_mean {
-            CpoPreferenceMean::AllPairs => pref,
             CpoPreferenceMean::WithConfusing if n_k > 0 => {
                 pref.mul_scalar(n_pref as f64 / n_k as f64)
             }
-            CpoPreferenceMean::WithConfusing => pref,
+            // No pair with a confusing label: every preference entry is masked to 0 anyway.
+            _ => pref,
         };
         has_k.clone() * pref + (has_k + fallback) * bce.clone().mul_scalar(cfg.lambda_cpo)
     } else {

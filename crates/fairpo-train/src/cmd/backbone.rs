@@ -135,10 +135,9 @@ pub fn run(args: BackboneArgs) -> anyhow::Result<()> {
             }
             let start = std::time::Instant::now();
             write_random_backbone(&a.out, &cfg, a.seed)?;
-            let params: usize = fairpo_vit::hf_key_table(&cfg)
-                .iter()
-                .map(|k| k.shape.iter().product::<usize>())
-                .sum();
+            let params = cfg
+                .num_parameters()
+                .context("counting the architecture's parameters")?;
             println!(
                 "wrote a random {} ViT ({:.1} M parameters, seed {}) to {} in {:.1} s",
                 a.arch,
