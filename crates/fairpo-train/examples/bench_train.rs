@@ -11,15 +11,8 @@
 //! Options (env): `BENCH_TRAIN_STEPS` (timed COCO steps, default 3), `BENCH_TRAIN_SKIP_DEMO=1`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use burn::module::AutodiffModule;
-use burn::prelude::*;
-use burn::tensor::Distribution;
-use fairpo_heads::HeadsConfig;
-use fairpo_objectives::ObjectiveConfig;
-use fairpo_train::step::{self, Pairs, StepSettings};
-use fairpo_train::Policy;
+use fairpo_train::selftest::PaperStep;
 use fairpo_train::RunConfig;
 use fairpo_train::{TrainOptions, TrainOutcome};
 use fairpo_vit::ViTConfig;
@@ -30,7 +23,6 @@ use fairpo_vit::ViTConfig;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Ad = burn::backend::Autodiff<burn::backend::Flex>;
-type Inner = burn::backend::Flex;
 
 fn main() -> anyhow::Result<()> {
     fairpo_vit::mimalloc_keep_freed_memory();
@@ -129,70 +121,19 @@ fn coco_step(steps: usize) -> anyhow::Result<()> {
     let (t, p, b) = (80usize, 16usize, 32usize);
     println!("\nCOCO-shaped FairPO-CPO step: ViT-B/16 (random weights), 224 px, batch {b}, {t} labels ({p} privileged), last layer + heads trainable:");
     let cfg = ViTConfig::base_patch16_224();
-    <Ad as Backend>::seed(&device, 0);
-    let (trunk, tail) = cfg.init::<Ad>(&device).split_frozen(1);
-    let heads = HeadsConfig::new(t, cfg.hidden_size)
-        .with_seed(1)
-        .init::<Ad>(&device);
-    let mut policy = Policy { tail, heads };
-    let (_, ref_tail) = cfg.init::<Inner>(&device).split(1);
-    let reference = Policy {
-        tail: ref_tail,
-        heads: HeadsConfig::new(t, cfg.hidden_size)
-            .with_seed(2)
-            .init::<Inner>(&device),
-    };
-    // As bench/train.py: AdamW lr 1e-4, weight decay 0.01, global-norm clipping at 1.
-    let train = fairpo_train::TrainSettings {
-        lr: 1e-4,
-        ..Default::default()
-    };
-    let mut optim = step::adamw(&train).init::<Ad, Policy<Ad>>();
-    let mut scheduler = fairpo_grpo::SchedulerConfig::default().init(2)?;
-    let objective = ObjectiveConfig::default(); // FairPO-CPO, COCO Table 5 values
-    let mask: Vec<bool> = (0..t).map(|i| i < p).collect();
-    let settings = StepSettings::new(&train, &objective, &mask);
-    let pixels =
-        Tensor::<Inner, 4>::random([b, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
-    let targets: Vec<u8> =
-        Tensor::<Inner, 2>::random([b, t], Distribution::Bernoulli(0.05), &device)
-            .into_data()
-            .iter::<f32>()
-            .map(|v| u8::from(v > 0.5))
-            .collect();
+    let mut step = PaperStep::<Ad>::new(&cfg, t, p, b, &device)?;
     let mut times = Vec::new();
     let (mut trunk_s, mut rest_s) = (0.0, 0.0);
     for step_no in 0..steps + 1 {
-        let t0 = Instant::now();
-        let hidden = trunk.forward(pixels.clone());
-        let _ = hidden.clone().into_data(); // sync so the split timing is honest
-        let t1 = Instant::now();
-        let mut rng = fairpo_train::step::step_rng(42, step_no as u64);
-        (policy, _) = step::train_step(
-            policy,
-            &mut optim,
-            Some(&mut scheduler),
-            Some(&reference),
-            hidden,
-            &targets,
-            Pairs::Draw(&mut rng),
-            &settings,
-        )?;
-        let _ = policy
-            .heads
-            .clone()
-            .valid()
-            .forward(Tensor::zeros([1, cfg.hidden_size], &device))
-            .into_data();
-        let t2 = Instant::now();
+        let (trunk, rest) = step.run(step_no as u64)?;
         if step_no > 0 {
-            times.push((t2 - t0).as_secs_f64());
-            trunk_s += (t1 - t0).as_secs_f64();
-            rest_s += (t2 - t1).as_secs_f64();
+            times.push(trunk + rest);
+            trunk_s += trunk;
+            rest_s += rest;
         }
         eprintln!(
             "step {step_no}: {:.2} s{}",
-            (t2 - t0).as_secs_f64(),
+            trunk + rest,
             if step_no == 0 {
                 " (warm-up, not timed)"
             } else {

@@ -125,21 +125,32 @@ fn run_cuda<T: BackendTask>(n: usize, _task: T) -> Result<T::Output, DeviceError
 
 #[cfg(feature = "cuda")]
 fn run_cuda<T: BackendTask>(n: usize, task: T) -> Result<T::Output, DeviceError> {
+    if let Some(reason) = crate::cuda_env::CudaEnv::probe().problem() {
+        return Err(DeviceError::CudaUnavailable {
+            device: DeviceSpec::Cuda(n),
+            reason,
+        });
+    }
     let device = burn::backend::cuda::CudaDevice { index: n };
     probe_cuda(n, &device)?;
     Ok(task.run::<CudaBackend>(device))
 }
 
-/// Touch the device once (allocate, compute, read back) so that a missing driver or GPU
-/// becomes an error here instead of a panic deep inside training.
+/// Touch the device once (allocate, compute, read back) so that a GPU the driver cannot use
+/// (none at that index, a driver too old for the runtime...) becomes an error here instead of
+/// a panic deep inside training. The default panic hook is silenced meanwhile: the backend
+/// reports such failures by panicking, and the error below says it once.
 #[cfg(feature = "cuda")]
 fn probe_cuda(n: usize, device: &burn::backend::cuda::CudaDevice) -> Result<(), DeviceError> {
     use burn::tensor::Tensor;
     let dev = device.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(move || {
         let t = Tensor::<burn::backend::Cuda, 1>::from_floats([1.0, 2.0], &dev);
         (t * 2.0).into_data().to_vec::<f32>().map(|v| v[1])
     });
+    std::panic::set_hook(hook);
     match probe {
         Ok(Ok(v)) if v == 4.0 => Ok(()),
         Ok(Ok(v)) => Err(DeviceError::CudaUnavailable {
@@ -190,6 +201,32 @@ mod tests {
     #[test]
     fn runs_generic_code_on_cpu() {
         assert_eq!(run_on(&DeviceSpec::Cpu, Sum).unwrap(), 6.0);
+    }
+
+    /// Run in CI by the `cuda` build's tests on a machine without a GPU: the missing driver
+    /// is one error line, not a panic.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_without_a_driver_is_one_clear_line() {
+        let env = crate::cuda_env::CudaEnv::probe();
+        match (&env.driver, run_on(&DeviceSpec::Cuda(0), Sum)) {
+            (Err(_), Ok(_)) => panic!("ran on cuda:0 without a driver library"),
+            (Err(_), Err(e)) => {
+                let e = e.to_string();
+                assert!(
+                    e.starts_with(
+                        "device cuda:0 is not usable: the CUDA driver library was not found"
+                    ) && e.contains("libcuda.so")
+                        && e.contains("LD_LIBRARY_PATH")
+                        && !e.contains('\n'),
+                    "{e}"
+                );
+            }
+            (Ok(lib), got) => eprintln!(
+                "this machine has a CUDA driver ({lib}): cuda:0 gave {:?}",
+                got.map_err(|e| e.to_string())
+            ),
+        }
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -27,6 +27,9 @@ mod clip;
 pub mod cmd;
 mod collapse;
 mod config;
+// Used by the `cuda` build only; its logic is unit-tested in every build.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod cuda_env;
 mod device;
 mod early_stop;
 mod eval;
@@ -34,6 +37,7 @@ mod features;
 mod policy;
 mod report;
 mod run;
+pub mod selftest;
 mod setup;
 pub mod step;
 mod train;

@@ -36,6 +36,8 @@ enum Command {
     Backbone(cmd::backbone::BackboneArgs),
     /// Extract CLS features of a frozen ViT (Hugging Face folder) over images to .npy.
     Features(cmd::features::FeaturesArgs),
+    /// Check a device before a long run: parity, host kernels vs device, throughput, a short run.
+    Selftest(cmd::selftest::SelftestArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Data(args) => cmd::data::run(args),
         Command::Features(args) => cmd::features::run(args),
         Command::Backbone(args) => cmd::backbone::run(args),
+        Command::Selftest(args) => cmd::selftest::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

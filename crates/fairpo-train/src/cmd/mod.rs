@@ -6,4 +6,5 @@ pub mod eval;
 pub mod features;
 pub mod metrics;
 pub mod report;
+pub mod selftest;
 pub mod train;

@@ -20,7 +20,20 @@ use super::lanes::{exp_nonpositive, CHUNK};
 /// - x: any
 /// - output: same as `x`
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    apply::<Gelu, B, D>(x, activation::gelu)
+    apply::<Gelu, B, D>(x, generic_gelu)
+}
+
+/// GELU on any other backend. burn 0.21's default `gelu_backward`, which every backend but
+/// Flex uses (CUDA included), is the derivative of the tanh approximation, not of the exact
+/// GELU its forward computes (off by up to 3e-4). Under autodiff the GELU is therefore built
+/// from ops whose backward is exact; without autodiff burn's own op runs.
+fn generic_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if B::ad_enabled(&x.device()) {
+        let one_plus_erf = (x.clone() * std::f32::consts::FRAC_1_SQRT_2).erf() + 1.0;
+        x * one_plus_erf * 0.5
+    } else {
+        activation::gelu(x)
+    }
 }
 
 #[derive(Debug)]
@@ -181,6 +194,38 @@ mod tests {
                 gs[i]
             );
         }
+    }
+
+    /// On other backends under autodiff the gradient is the exact GELU's, not burn's
+    /// tanh-approximation derivative.
+    #[test]
+    fn generic_path_gradient_is_exact() {
+        type AN = Autodiff<NdArray>;
+        let dev = Default::default();
+        let xs: Vec<f32> = (0..161).map(|i| -8.0 + 0.1 * i as f32).collect();
+        let x = Tensor::<AN, 1>::from_floats(xs.as_slice(), &dev).require_grad();
+        let grad = x.grad(&gelu(x.clone()).sum().backward()).unwrap();
+        let gs = grad.into_data().into_vec::<f32>().unwrap();
+        for (x, g) in xs.iter().zip(&gs) {
+            let want = gelu_derivative_f32(*x);
+            assert!((g - want).abs() < 1e-6, "gelu'({x}) = {g}, want {want}");
+        }
+        // The value the table above holds for x = -1.1258366: burn's own op misses it.
+        let x = Tensor::<AN, 1>::from_floats([-1.125_836_6f32], &dev).require_grad();
+        let burns = x
+            .grad(&activation::gelu(x.clone()).sum().backward())
+            .unwrap();
+        let burns: f32 = burns.into_scalar();
+        assert!(
+            (burns as f64 + 0.108_196_653_718_189_32).abs() > 1e-4,
+            "{burns}"
+        );
+        let ours = x.grad(&gelu(x.clone()).sum().backward()).unwrap();
+        let ours: f32 = ours.into_scalar();
+        assert!(
+            (ours as f64 + 0.108_196_653_718_189_32).abs() < 1e-6,
+            "{ours}"
+        );
     }
 
     /// The Flex fast path and NdArray's libm-based gelu agree on a dense grid.

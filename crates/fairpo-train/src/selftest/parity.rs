@@ -1,0 +1,123 @@
+//! The `parity` rows: the committed transformers fixtures (scripts/fixtures/vit_reference.py)
+//! run on the device under test, CLS output against transformers' `ViTModel`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::{Report, SelftestOptions};
+use crate::device::{run_on, BackendTask, DeviceSpec};
+
+const SECTION: &str = "parity";
+
+/// (what, model folder, input pixels, transformers' CLS output) under the fixtures folder.
+const CASES: [(&str, &str, &str, &str); 2] = [
+    (
+        "tiny ViT (patch 4, 32 px)",
+        "vit_tiny",
+        "tiny_input_u8.npy",
+        "tiny_cls.npy",
+    ),
+    (
+        "ViT of ViT-B/16's geometry (patch 16, 224 px)",
+        "vit_cls224",
+        "cls224_input_u8.npy",
+        "cls224_cls.npy",
+    ),
+];
+
+/// The bound on the largest CLS difference from transformers, given the reference's largest
+/// magnitude. CPU: f32 throughout, differences come from summation order only (~1e-6, the
+/// fairpo-vit parity tests' bound). CUDA: burn's f32 matmul runs in TF32 (10-bit mantissa),
+/// so relative errors near 1e-3 are expected.
+pub(super) fn bound(device: DeviceSpec, scale: f64) -> f64 {
+    match device {
+        DeviceSpec::Cpu => 1e-4,
+        DeviceSpec::Cuda(_) => 1e-4 + 5e-3 * scale,
+    }
+}
+
+pub(super) fn fixtures(root: &Path) -> PathBuf {
+    root.join("crates/fairpo-vit/tests/fixtures")
+}
+
+pub(super) fn check(opts: &SelftestOptions, report: &mut Report) {
+    for (what, model, input, want) in CASES {
+        let dir = fixtures(&opts.root);
+        let task = Parity {
+            model: dir.join(model),
+            input: dir.join(input),
+            want: dir.join(want),
+        };
+        match run_on(&opts.device, task)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+        {
+            Ok((diff, scale)) => report.at_most(
+                SECTION,
+                format!("{what}: max |CLS − transformers|"),
+                diff,
+                bound(opts.device, scale),
+            ),
+            Err(e) => report.outcome(SECTION, what, Err(e)),
+        }
+    }
+}
+
+struct Parity {
+    model: PathBuf,
+    input: PathBuf,
+    want: PathBuf,
+}
+
+impl BackendTask for Parity {
+    /// (largest difference, largest reference magnitude)
+    type Output = Result<(f64, f64)>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let vit = fairpo_vit::load_hf_dir::<B::InnerBackend>(&self.model, &device)?.model;
+        let (shape, pixels) = read_npy::<u8>(&self.input)?;
+        // The fixtures' normalisation: (p/255 − 0.5)/0.5 in f32.
+        let x: Vec<f32> = pixels
+            .into_iter()
+            .map(|p| (p as f32 / 255.0 - 0.5) / 0.5)
+            .collect();
+        let x = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(x, shape), &device);
+        let got: Vec<f32> = vit
+            .forward(x)
+            .into_data()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let (_, want) = read_npy::<f32>(&self.want)?;
+        anyhow::ensure!(
+            got.len() == want.len(),
+            "{}: {} values, the model gave {}",
+            self.want.display(),
+            want.len(),
+            got.len()
+        );
+        Ok(max_diff(&got, &want))
+    }
+}
+
+/// (max |a − b|, max |b|)
+pub(super) fn max_diff(a: &[f32], b: &[f32]) -> (f64, f64) {
+    a.iter().zip(b).fold((0.0f64, 0.0f64), |(d, s), (x, y)| {
+        (
+            d.max((*x as f64 - *y as f64).abs()),
+            s.max((*y as f64).abs()),
+        )
+    })
+}
+
+fn read_npy<T: npyz::Deserialize>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(f))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    let values = npy
+        .into_vec::<T>()
+        .with_context(|| format!("reading the values of {}", path.display()))?;
+    Ok((shape, values))
+}
