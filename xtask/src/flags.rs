@@ -17,6 +17,8 @@ pub(crate) struct Opts {
     pub dataset: Option<String>,
     pub sets: Vec<String>,
     pub fresh: bool,
+    pub out: Option<std::path::PathBuf>,
+    pub binary: Option<std::path::PathBuf>,
 }
 
 impl Opts {
@@ -64,6 +66,8 @@ impl Opts {
                 }
                 "--set" => o.sets.push(value("--set")?.clone()),
                 "--fresh" => o.fresh = true,
+                "--out" => o.out = Some(value("--out")?.into()),
+                "--binary" => o.binary = Some(value("--binary")?.into()),
                 "--rates" => o.rates = true,
                 "--method" => o.method = Some(value("--method")?.clone()),
                 s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),

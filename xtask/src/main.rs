@@ -5,6 +5,7 @@
 
 mod bench;
 mod flags;
+mod gpu_bundle;
 mod parity;
 mod rehearse;
 mod runs;
@@ -47,6 +48,12 @@ cargo xtask <command>
         cache on and off, GRPO protocols side by side, an ablation, the released-code overlay
         and a killed-and-resumed run; fails when a run, a file, the cache, alpha_P (>= 0.1 over
         the second half) or the resume check fails. Everything goes to runs/rehearsal/.
+  gpu-bundle [--out target/gpu-bundle] [--binary PATH]
+        builds the cuda release binary (no GPU needed; CUDARC_CUDA_VERSION=13000 unless nvcc
+        is found or it is set), strips and xz-compresses it, checks that it links only the C
+        runtime and needs GLIBC <= 2.35, and writes a folder with it, the configs, the ViT
+        fixtures and run.sh (runs `fairpo selftest` on the GPU and prints the table); --binary
+        bundles an already-built binary instead.
   bench [metrics|data|vit|objectives|train|all]
         runs each crate's examples/bench_<name>.rs and prints its table.
 ";
@@ -82,6 +89,7 @@ fn run() -> Result<()> {
         }
         "rehearse" => rehearse::run(&opts),
         "tune" => tune::tune(&opts),
+        "gpu-bundle" => gpu_bundle::run(opts.out.as_deref(), opts.binary.as_deref()),
         "bench" => bench::bench(opts.positional.first().map(String::as_str).unwrap_or("all")),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

@@ -35,6 +35,7 @@ impl CudaEnv {
     /// Probe this machine with the library names and CUDA folder burn's backend will use.
     #[cfg(feature = "cuda")]
     pub(crate) fn probe() -> Self {
+        #[allow(unsafe_code)]
         let load = |name: &str| {
             // SAFETY: loading the driver or NVRTC runs only their initialisers, which cudarc
             // would run anyway on first use; the handle is dropped at once.
@@ -95,10 +96,19 @@ pub(crate) fn find_library(
     ld_library_path: Option<&str>,
 ) -> Result<String, String> {
     candidates.iter().find(|c| load(c)).cloned().ok_or_else(|| {
-        let mut tried: Vec<&str> = candidates.iter().map(String::as_str).collect();
-        tried.dedup();
+        // cudarc also tries Windows-style spellings (libcuda64_12.so, libnvcuda.so...): they
+        // are counted, not listed.
+        let tried: Vec<&str> = candidates
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !c.contains("64") && !c.contains("nvcuda"))
+            .collect();
+        let others = match candidates.len() - tried.len() {
+            0 => String::new(),
+            n => format!(" and {n} other spellings"),
+        };
         format!(
-            "{} was not found (tried {}; LD_LIBRARY_PATH={}): {}",
+            "{} was not found (tried {}{others}; LD_LIBRARY_PATH={}): {}",
             lib.what,
             tried.join(", "),
             ld_library_path.unwrap_or("<unset>"),
@@ -155,11 +165,11 @@ mod tests {
 
     #[test]
     fn a_missing_library_names_what_was_tried_and_how_to_fix_it() {
-        let c = names(&["libnvrtc.so", "libnvrtc.so.13"]);
+        let c = names(&["libnvrtc.so", "libnvrtc64_12.so", "libnvrtc.so.13"]);
         let err = find_library(&Library::NVRTC, &c, |_| false, Some("/opt/x")).unwrap_err();
         assert!(err.starts_with("NVRTC"), "{err}");
         for part in [
-            "libnvrtc.so, libnvrtc.so.13",
+            "tried libnvrtc.so, libnvrtc.so.13 and 1 other spellings;",
             "LD_LIBRARY_PATH=/opt/x",
             "add the folder",
         ] {

@@ -28,7 +28,7 @@ pub(crate) type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
 
 /// The CUDA training backend.
 #[cfg(feature = "cuda")]
-pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;
+pub(crate) type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;
 
 /// A device asked for on the command line or in a config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -89,6 +89,7 @@ impl fmt::Display for DeviceSpec {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeviceError {
     /// CUDA asked for in a build without the `cuda` feature.
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
     #[error("device {0} requested, but this fairpo was built without CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit) or use --device cpu")]
     CudaNotBuilt(DeviceSpec),
     /// The CUDA runtime failed to initialise the device (no driver, no such GPU...).
