@@ -19,6 +19,7 @@ pub(crate) struct Opts {
     pub fresh: bool,
     pub out: Option<std::path::PathBuf>,
     pub binary: Option<std::path::PathBuf>,
+    pub emit_jobs: bool,
 }
 
 impl Opts {
@@ -68,6 +69,13 @@ impl Opts {
                 "--fresh" => o.fresh = true,
                 "--out" => o.out = Some(value("--out")?.into()),
                 "--binary" => o.binary = Some(value("--binary")?.into()),
+                "--emit-jobs" => {
+                    let kind = value("--emit-jobs")?;
+                    if kind != "slurm" {
+                        bail!("--emit-jobs: expected slurm, got {kind:?}");
+                    }
+                    o.emit_jobs = true;
+                }
                 "--rates" => o.rates = true,
                 "--method" => o.method = Some(value("--method")?.clone()),
                 s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),

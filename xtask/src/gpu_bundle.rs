@@ -75,7 +75,9 @@ fn build() -> Result<PathBuf> {
     ]);
     let has_nvcc = Command::new("nvcc").arg("--version").output().is_ok();
     if std::env::var_os("CUDARC_CUDA_VERSION").is_none() && !has_nvcc {
-        println!("nvcc not found: pinning the CUDA bindings to CUDA 13.0 (CUDARC_CUDA_VERSION=13000)");
+        println!(
+            "nvcc not found: pinning the CUDA bindings to CUDA 13.0 (CUDARC_CUDA_VERSION=13000)"
+        );
         cmd.env("CUDARC_CUDA_VERSION", "13000");
     }
     println!("building the cuda release binary (about 11 minutes on 2 cores from scratch)");
@@ -94,11 +96,13 @@ pub(crate) fn assemble(binary: &Path, repo: &Path, out: &Path) -> Result<Summary
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let stripped = out.join("fairpo");
-    std::fs::copy(binary, &stripped)
-        .with_context(|| format!("copying {}", binary.display()))?;
+    std::fs::copy(binary, &stripped).with_context(|| format!("copying {}", binary.display()))?;
     tool("strip", &[stripped.as_os_str()])?;
     let needed = needed_libraries(&tool("readelf", &["-d".as_ref(), stripped.as_os_str()])?);
-    if let Some(bad) = needed.iter().find(|n| !ALLOWED_NEEDED.contains(&n.as_str())) {
+    if let Some(bad) = needed
+        .iter()
+        .find(|n| !ALLOWED_NEEDED.contains(&n.as_str()))
+    {
         bail!(
             "{} links {bad} at build time; only the C runtime is allowed ({})",
             binary.display(),
@@ -127,9 +131,7 @@ pub(crate) fn assemble(binary: &Path, repo: &Path, out: &Path) -> Result<Summary
     std::fs::write(&run_sh, RUN_SH).with_context(|| format!("writing {}", run_sh.display()))?;
     let total_bytes = dir_bytes(out)?;
     if total_bytes > MAX_BUNDLE_BYTES {
-        bail!(
-            "the bundle is {total_bytes} bytes, over the {MAX_BUNDLE_BYTES}-byte budget"
-        );
+        bail!("the bundle is {total_bytes} bytes, over the {MAX_BUNDLE_BYTES}-byte budget");
     }
     Ok(Summary {
         stripped_bytes,
@@ -299,7 +301,10 @@ mod tests {
         ] {
             assert!(dir.join(f).is_file(), "{f} missing");
         }
-        assert!(!dir.join("fairpo").exists(), "the uncompressed binary was left in");
+        assert!(
+            !dir.join("fairpo").exists(),
+            "the uncompressed binary was left in"
+        );
         let syntax = Command::new("bash")
             .args(["-n", &dir.join("run.sh").display().to_string()])
             .status()

@@ -6,6 +6,7 @@
 mod bench;
 mod flags;
 mod gpu_bundle;
+mod jobs;
 mod parity;
 mod rehearse;
 mod runs;
@@ -54,6 +55,12 @@ cargo xtask <command>
         runtime and needs GLIBC <= 2.35, and writes a folder with it, the configs, the ViT
         fixtures and run.sh (runs `fairpo selftest` on the GPU and prints the table); --binary
         bundles an already-built binary instead.
+  --emit-jobs slurm [--out DIR] (with reproduce, ablate, sweep, tune)
+        plans the study's runs instead of training them: writes runs/jobs/<study>/ with one
+        SLURM job array per dependency stage (BCE-SFT references first), submit.sh chaining
+        them with afterok, and jobs.tsv; each task runs one `fairpo train` ($FAIRPO, default
+        target/release/fairpo, on $FAIRPO_DEVICE, default cuda:0), resuming a requeued run.
+        Afterwards the same command without --emit-jobs reuses the runs and writes the report.
   bench [metrics|data|vit|objectives|train|all]
         runs each crate's examples/bench_<name>.rs and prints its table.
 ";
@@ -74,6 +81,15 @@ fn run() -> Result<()> {
         return Ok(());
     };
     let opts = Opts::parse(rest)?;
+    if opts.emit_jobs {
+        if !["reproduce", "ablate", "sweep", "tune"].contains(&cmd.as_str()) {
+            bail!("--emit-jobs works with reproduce, ablate, sweep and tune, not {cmd}");
+        }
+        if opts.rates {
+            bail!("--emit-jobs cannot plan tune --rates (its grids depend on the first grid's results): emit the first grid, then run tune --rates after it finished");
+        }
+        jobs::start_planning(opts.out.clone());
+    }
     match cmd.as_str() {
         "train" => study::train(&opts),
         "reproduce" => study::reproduce(&opts),
@@ -100,6 +116,10 @@ fn run() -> Result<()> {
 }
 
 fn workspace_root() -> Result<PathBuf> {
+    // Tests run xtask in a scratch copy of the repository's configs.
+    if let Some(root) = std::env::var_os("FAIRPO_XTASK_ROOT") {
+        return Ok(root.into());
+    }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     Ok(manifest
         .parent()

@@ -99,6 +99,8 @@ pub(crate) fn train_with(
     }
     let mut sets = sets.to_vec();
     sets.push(format!("name={}", seeded_name(name, seed)));
+    // Planned runs this one waits for (`--emit-jobs`).
+    let mut after = Vec::new();
     for (key, dep) in [
         ("reference", &info.reference),
         ("model.init_from", &info.init_from),
@@ -117,11 +119,16 @@ pub(crate) fn train_with(
                         preset_path(&dep_preset).display()
                     );
                 }
-                eprintln!(
-                    "xtask: {preset} needs {} ({key}); training it first",
-                    dep_run.display()
-                );
+                if !crate::jobs::planning() {
+                    eprintln!(
+                        "xtask: {preset} needs {} ({key}); training it first",
+                        dep_run.display()
+                    );
+                }
                 train_preset(&dep_preset, seed, &[], false)?;
+                if let Some(dep_name) = dep_run.file_name() {
+                    after.push(dep_name.to_string_lossy().to_string());
+                }
             }
             sets.push(format!(
                 "{key}={}",
@@ -152,6 +159,14 @@ pub(crate) fn train_with(
     for s in &sets {
         args.push("--set".into());
         args.push(s.clone());
+    }
+    if crate::jobs::planning() {
+        crate::jobs::record(crate::jobs::Job {
+            name: seeded_name(name, seed),
+            args: args[1..].to_vec(), // after `train`
+            after,
+        });
+        return Ok(run);
     }
     if run.join("checkpoints").join("last.ckpt").is_file() && !fresh {
         eprintln!(
@@ -193,8 +208,24 @@ pub(crate) fn ensure_demo_data(root: &Path) -> Result<()> {
     ])
 }
 
-/// Compares `runs` in one report written to `runs/reports/<name>`.
+/// Compares `runs` in one report written to `runs/reports/<name>`; with `--emit-jobs`, writes
+/// the planned runs' job scripts to `runs/jobs/<name>` instead.
 pub(crate) fn report(runs: &[PathBuf], name: &str) -> Result<()> {
+    if crate::jobs::planning() {
+        let out =
+            crate::jobs::out_dir().unwrap_or_else(|| Path::new("runs").join("jobs").join(name));
+        let command: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--emit-jobs" && a != "slurm")
+            .collect();
+        let submit =
+            crate::jobs::write_slurm(&crate::jobs::take(), &out, name, &command.join(" "))?;
+        println!(
+            "SLURM job scripts: {} (bash it to submit)",
+            submit.display()
+        );
+        return Ok(());
+    }
     let out = Path::new("runs").join("reports").join(name);
     let mut args = vec!["report".to_string()];
     args.extend(runs.iter().map(|r| r.display().to_string()));

@@ -176,7 +176,12 @@ fn run_grid(
             &sets,
             opts.fresh,
         )?;
-        let map = selected_val_map(&run)?;
+        // Planned runs (`--emit-jobs`) have no results yet.
+        let map = if crate::jobs::planning() {
+            [f64::NAN; 3]
+        } else {
+            selected_val_map(&run)?
+        };
         tried.push(Tried {
             values: values.clone(),
             run,
@@ -204,6 +209,10 @@ pub(crate) fn tune(opts: &Opts) -> Result<()> {
         let g = grid(m)?;
         let prefix = format!("{ds}-{}-tune", g.method);
         let tried = run_grid(ds, g.method, &prefix, &g.axes, &base, opts)?;
+        if crate::jobs::planning() {
+            all_runs.extend(tried.iter().map(|t| t.run.clone()));
+            continue;
+        }
         let i = choose(g.method, &tried);
         let mut chosen: Vec<(String, String)> = g
             .axes
@@ -237,6 +246,9 @@ pub(crate) fn tune(opts: &Opts) -> Result<()> {
             }
         }
         rows.push((g.method, tried.len(), chosen, map));
+    }
+    if crate::jobs::planning() {
+        return report(&all_runs, &format!("{ds}-tune"));
     }
     println!(
         "\nTable 5 layout: chosen on the validation split of {ds} ({} runs, {:.1} min)\n",

@@ -16,7 +16,9 @@
 //! - `eval.rs`: inference, metrics and `metrics.json`;
 //! - `checkpoint/`: resumable trainer state, the sections file format, finished-model files;
 //! - `report/`: a run's `report.md`, the comparison of runs, plots and the paper's tables;
-//! - `features.rs`: `fairpo features` files; `device.rs`: backend selection.
+//! - `features.rs`: `fairpo features` files; `device.rs`: backend selection; `cuda_env.rs`:
+//!   the CUDA prerequisites, probed before the GPU is touched;
+//! - `selftest/`: `fairpo selftest` (parity, host kernels vs device, throughput, a short run).
 //!
 //! Commands: `fairpo train --config X.toml [--config overlay.toml] [--set k=v] [--resume |
 //! --overwrite] [--device cpu|cuda:N]`, `fairpo eval --run runs/X [--split test|val]`,

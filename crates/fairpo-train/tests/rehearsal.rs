@@ -22,14 +22,7 @@ fn config(name: &str) -> String {
 
 /// ViT-B/16's structure at a width that trains in milliseconds: 32 px images in 16 px patches.
 fn tiny_b16() -> ViTConfig {
-    ViTConfig {
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 64,
-        image_size: 32,
-        ..ViTConfig::base_patch16_224()
-    }
+    fairpo_train::selftest::quick_vit()
 }
 
 fn write_backbone(dir: &Path) {

@@ -175,19 +175,8 @@ fn cpo_step<B: AutodiffBackend>(
     let pixels = Tensor::<B::InnerBackend, 4>::from_data(seeded_pixels(&cfg), device);
     let cls = vit.valid().forward(pixels.clone()).into_data();
     let (trunk, tail) = vit.split_frozen(1);
-    let heads = |seed| {
-        HeadsConfig::new(t, cfg.hidden_size)
-            .with_hidden(hidden.clone())
-            .with_seed(seed)
-    };
-    let reference = Policy {
-        tail: tail.valid(),
-        heads: heads(2).init::<B::InnerBackend>(device),
-    };
-    let policy = Policy {
-        tail,
-        heads: heads(1).init::<B>(device),
-    };
+    let heads = HeadsConfig::new(t, cfg.hidden_size).with_hidden(hidden);
+    let (policy, reference) = super::policy_and_reference(tail, &heads, device);
     let train = TrainSettings {
         lr: LR,
         grad_clip: 0.0,

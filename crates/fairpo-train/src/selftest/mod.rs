@@ -17,8 +17,13 @@ pub use throughput::{quick_vit, PaperStep};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use fairpo_heads::HeadsConfig;
+use fairpo_vit::ViTTail;
 
 use crate::device::DeviceSpec;
+use crate::policy::Policy;
 
 /// What `fairpo selftest` runs.
 #[derive(Clone, Debug)]
@@ -148,6 +153,24 @@ pub fn default_root() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let beside = exe.parent()?.to_path_buf();
     has(&beside).then_some(beside)
+}
+
+/// A trainable policy on `tail` with heads seeded 1, and a frozen reference with a copy of
+/// the tail and heads seeded 2 (so the P̄ hinge and the preference terms are not zero).
+fn policy_and_reference<B: AutodiffBackend>(
+    tail: ViTTail<B>,
+    heads: &HeadsConfig,
+    device: &B::Device,
+) -> (Policy<B>, Policy<B::InnerBackend>) {
+    let reference = Policy {
+        tail: tail.valid(),
+        heads: heads.clone().with_seed(2).init(device),
+    };
+    let policy = Policy {
+        tail,
+        heads: heads.clone().with_seed(1).init(device),
+    };
+    (policy, reference)
 }
 
 /// Runs every section on `opts.device`; a section that cannot run is one failed row, and the

@@ -66,9 +66,9 @@ pub(super) fn measure(opts: &SelftestOptions, report: &mut Report) {
     };
     for attention in [AttentionKind::Matmul, AttentionKind::Fused] {
         for &batch in &forward {
-            let task = Forward {
+            let task = Measure {
                 cfg: cfg.clone(),
-                attention,
+                work: Work::Forward(attention),
                 batch,
                 warmup,
                 timed,
@@ -78,8 +78,9 @@ pub(super) fn measure(opts: &SelftestOptions, report: &mut Report) {
         }
     }
     for &batch in &steps {
-        let task = Step {
+        let task = Measure {
             cfg: cfg.clone(),
+            work: Work::Step,
             batch,
             warmup,
             timed,
@@ -123,51 +124,54 @@ fn time(warmup: usize, timed: usize, mut f: impl FnMut() -> Result<()>) -> Resul
     Ok(t.elapsed().as_secs_f64() / timed.max(1) as f64)
 }
 
-struct Forward {
+/// What one throughput row times.
+#[derive(Clone, Copy)]
+enum Work {
+    /// The ViT's inference forward with this attention kind.
+    Forward(AttentionKind),
+    /// [`PaperStep`] with 80 labels, 16 of them privileged.
+    Step,
+}
+
+struct Measure {
     cfg: ViTConfig,
-    attention: AttentionKind,
+    work: Work,
     batch: usize,
     warmup: usize,
     timed: usize,
 }
 
-impl BackendTask for Forward {
+impl BackendTask for Measure {
     type Output = Result<f64>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let vit = self
-            .cfg
-            .try_init::<B::InnerBackend>(&device)?
-            .with_attention(self.attention);
-        let s = self.cfg.image_size;
-        let x = Tensor::<B::InnerBackend, 4>::random(
-            [self.batch, 3, s, s],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        time(self.warmup, self.timed, || {
-            // Reading the result back waits for the device.
-            let _ = vit.forward(x.clone()).into_data();
-            Ok(())
-        })
-    }
-}
-
-struct Step {
-    cfg: ViTConfig,
-    batch: usize,
-    warmup: usize,
-    timed: usize,
-}
-
-impl BackendTask for Step {
-    type Output = Result<f64>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let mut step = PaperStep::<B>::new(&self.cfg, 80, 16, self.batch, &device)?;
-        let mut n = 0;
-        time(self.warmup, self.timed, || {
-            n += 1;
-            step.run(n).map(|_| ())
-        })
+        let (warmup, timed) = (self.warmup, self.timed);
+        match self.work {
+            Work::Forward(attention) => {
+                let vit = self
+                    .cfg
+                    .try_init::<B::InnerBackend>(&device)?
+                    .with_attention(attention);
+                let s = self.cfg.image_size;
+                let x = Tensor::<B::InnerBackend, 4>::random(
+                    [self.batch, 3, s, s],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                time(warmup, timed, || {
+                    // Reading the result back waits for the device.
+                    let _ = vit.forward(x.clone()).into_data();
+                    Ok(())
+                })
+            }
+            Work::Step => {
+                let mut step = PaperStep::<B>::new(&self.cfg, 80, 16, self.batch, &device)?;
+                let mut n = 0;
+                time(warmup, timed, || {
+                    n += 1;
+                    step.run(n).map(|_| ())
+                })
+            }
+        }
     }
 }
 
@@ -200,15 +204,8 @@ impl<B: AutodiffBackend> PaperStep<B> {
     ) -> Result<Self> {
         B::seed(device, 0);
         let (trunk, tail) = cfg.try_init::<B>(device)?.split_frozen(1);
-        let heads = |seed| HeadsConfig::new(labels, cfg.hidden_size).with_seed(seed);
-        let reference = Policy {
-            tail: tail.valid(),
-            heads: heads(2).init::<B::InnerBackend>(device),
-        };
-        let policy = Policy {
-            tail,
-            heads: heads(1).init::<B>(device),
-        };
+        let heads = HeadsConfig::new(labels, cfg.hidden_size);
+        let (policy, reference) = super::policy_and_reference(tail, &heads, device);
         let train = TrainSettings {
             lr: 1e-4,
             ..Default::default()
