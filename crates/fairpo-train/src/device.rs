@@ -153,7 +153,7 @@ fn probe_cuda(n: usize, device: &burn::backend::cuda::CudaDevice) -> Result<(), 
     });
     std::panic::set_hook(hook);
     match probe {
-        Ok(Ok(v)) if v == 4.0 => Ok(()),
+        Ok(Ok(4.0)) => Ok(()),
         Ok(Ok(v)) => Err(DeviceError::CudaUnavailable {
             device: DeviceSpec::Cuda(n),
             reason: format!("probe computed {v}, expected 4"),

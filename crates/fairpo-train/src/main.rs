@@ -26,6 +26,8 @@ enum Command {
     Train(cmd::train::TrainArgs),
     /// Re-evaluate a finished run's selected model on its test or val split.
     Eval(cmd::eval::EvalArgs),
+    /// Apply a finished run's model to new images: labels and probabilities as CSV or JSON Lines.
+    Predict(cmd::predict::PredictArgs),
     /// Compare finished runs in the paper's Table 1/2 layout (Markdown + SVG).
     Report(cmd::report::ReportArgs),
     /// Compute mAP, sample F1, exact match and accuracy per label group from saved scores.
@@ -47,6 +49,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Train(args) => cmd::train::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Metrics(args) => cmd::metrics::run(args),
         Command::Data(args) => cmd::data::run(args),

@@ -5,6 +5,7 @@ pub mod data;
 pub mod eval;
 pub mod features;
 pub mod metrics;
+pub mod predict;
 pub mod report;
 pub mod selftest;
 pub mod train;
