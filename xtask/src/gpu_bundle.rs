@@ -23,10 +23,11 @@ const ALLOWED_NEEDED: [&str; 6] = [
 ];
 /// The newest glibc symbol version the binary may require (Debian 12 / Ubuntu 22.04 have it).
 const MAX_GLIBC: (u32, u32) = (2, 35);
-/// The device tool carries at most 64 MiB; keep the bundle well under it.
+/// A budget that keeps the bundle quick to copy to an offline machine (it is ~10 MiB).
 const MAX_BUNDLE_BYTES: u64 = 32 << 20;
 
 /// What the bundle holds, for the summary line.
+#[derive(Debug)]
 pub(crate) struct Summary {
     pub stripped_bytes: u64,
     pub compressed_bytes: u64,
@@ -85,13 +86,28 @@ fn build() -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build --release --features cuda failed");
     }
-    Ok(PathBuf::from("target/release/fairpo"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    Ok(target.join("release").join("fairpo"))
 }
 
 /// Writes `out/`: `fairpo.xz` (the stripped binary), `configs/`, the ViT fixtures under their
 /// repository path, and `run.sh`; checks the binary's libraries, glibc need and the size.
 pub(crate) fn assemble(binary: &Path, repo: &Path, out: &Path) -> Result<Summary> {
     if out.exists() {
+        // Replace only an earlier bundle, never a folder that is something else.
+        let is_bundle = out.join("run.sh").is_file() && out.join("fairpo.xz").is_file();
+        let is_empty = std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_none();
+        if !is_bundle && !is_empty {
+            bail!(
+                "{} exists and is not a GPU bundle (no run.sh and fairpo.xz): choose another --out",
+                out.display()
+            );
+        }
         std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -162,26 +178,27 @@ if [ -z "${CUDA_PATH:-}" ]; then
   fi
 fi
 export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
-# Driver (libcuda) and NVRTC folders, wherever this image keeps them.
+# Driver (libcuda) and NVRTC folders, wherever this image keeps them: the user's own
+# LD_LIBRARY_PATH first, then the toolkit's, the driver's, the system's, pip's.
+found=
 for d in "$CUDA_PATH/lib64" "$CUDA_PATH/lib" /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu \
          "$py_nvidia/nvidia/cuda_nvrtc/lib" "$py_nvidia/nvidia/cu13/lib"; do
-  [ -d "$d" ] && LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if [ -d "$d" ]; then found="${found:+$found:}$d"; fi
 done
-export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$found"
 echo "CUDA_PATH=$CUDA_PATH"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-work="${TMPDIR:-/tmp}/fairpo-bundle"
-mkdir -p "$work"
-if [ ! -x "$work/fairpo" ]; then
-  if command -v xz >/dev/null 2>&1; then
-    xz -dc "$here/fairpo.xz" > "$work/fairpo"
-  else
-    python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$here/fairpo.xz" > "$work/fairpo"
-  fi
-  chmod +x "$work/fairpo"
+# The binary needs the CUDA 13.0 driver API (driver r580 or newer) and GLIBC 2.34.
+work="$(mktemp -d "${TMPDIR:-/tmp}/fairpo-bundle.XXXXXX")"
+echo "work folder: $work"
+if command -v xz >/dev/null 2>&1; then
+  xz -dc "$here/fairpo.xz" > "$work/fairpo"
+else
+  python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$here/fairpo.xz" > "$work/fairpo"
 fi
+chmod +x "$work/fairpo"
 cd "$work"
 status=0
 # The first run of each kernel shape is compiled (NVRTC) and autotuned: the self-test's warm-up
@@ -310,6 +327,14 @@ mod tests {
             .status()
             .unwrap();
         assert!(syntax.success());
+        // A second bundle replaces the first; a folder that is not a bundle is never removed.
+        assemble(&exe, &repo, &dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("keep.txt"), "mine").unwrap();
+        let err = assemble(&exe, &repo, &dir).unwrap_err().to_string();
+        assert!(err.contains("is not a GPU bundle"), "{err}");
+        assert!(dir.join("keep.txt").is_file());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

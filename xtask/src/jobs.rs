@@ -71,12 +71,16 @@ fn stages(jobs: &[Job]) -> Result<Vec<usize>> {
     for _ in 0..jobs.len() {
         let mut changed = false;
         for (i, j) in jobs.iter().enumerate() {
-            let s = 1 + j
-                .after
-                .iter()
-                .filter_map(|a| index.get(a.as_str()).map(|&k| stage[k]))
-                .max()
-                .unwrap_or(0);
+            let mut s = 1;
+            for a in &j.after {
+                let Some(&k) = index.get(a.as_str()) else {
+                    bail!(
+                        "{} waits for {a}, which is neither finished nor planned",
+                        j.name
+                    );
+                };
+                s = s.max(stage[k] + 1);
+            }
             if s != stage[i] {
                 stage[i] = s;
                 changed = true;
@@ -93,13 +97,23 @@ fn stages(jobs: &[Job]) -> Result<Vec<usize>> {
 /// (job names: `fairpo-<name>-<stage>`) that `cargo xtask <study>` planned; returns the submit
 /// script's path.
 pub(crate) fn write_slurm(jobs: &[Job], out: &Path, name: &str, study: &str) -> Result<PathBuf> {
+    write_slurm_in(&std::env::current_dir()?, jobs, out, name, study)
+}
+
+/// [`write_slurm`] for the repository folder `root` (where the tasks run).
+fn write_slurm_in(
+    root: &Path,
+    jobs: &[Job],
+    out: &Path,
+    name: &str,
+    study: &str,
+) -> Result<PathBuf> {
     if jobs.is_empty() {
         bail!("every run of {study} has already finished: nothing to submit");
     }
     let stage = stages(jobs)?;
     let n_stages = stage.iter().copied().max().unwrap_or(1);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let root = std::env::current_dir()?;
     let out = &root.join(out);
     let mut tsv = String::from("stage\ttask\trun\tcommand\n");
     let mut submit = format!(
@@ -120,7 +134,10 @@ pub(crate) fn write_slurm(jobs: &[Job], out: &Path, name: &str, study: &str) -> 
             .collect();
         let mut script = format!(
             "#!/usr/bin/env bash\n#SBATCH --job-name=fairpo-{name}-{s}\n#SBATCH --array=0-{}\n\
-             #SBATCH --gres=gpu:1\n#SBATCH --output={}/stage-{s}-%a.log\n\
+             #SBATCH --gres=gpu:1\n#SBATCH --cpus-per-task=8\n#SBATCH --open-mode=append\n\
+             #SBATCH --output={}/stage-{s}-%A_%a.log\n\
+             # A task stopped by SIGINT (sbatch --signal=INT@120 sends one before the time \
+             limit) checkpoints and fails; resubmitting it resumes the run.\n\
              # Stage {s} of {n_stages} of cargo xtask {study}: one fairpo train per array task.\n\
              set -euo pipefail\ncd {}\nFAIRPO=\"${{FAIRPO:-target/release/fairpo}}\"\n\
              DEVICE=\"${{FAIRPO_DEVICE:-cuda:0}}\"\n{RUN_FN}case \"$SLURM_ARRAY_TASK_ID\" in\n",
@@ -147,7 +164,7 @@ pub(crate) fn write_slurm(jobs: &[Job], out: &Path, name: &str, study: &str) -> 
         let path = out.join(format!("stage-{s}.sbatch"));
         std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
         submit.push_str(&format!(
-            "previous=$(sbatch --parsable ${{SBATCH_OPTS:-}} ${{previous:+--dependency=afterok:$previous}} {})\n\
+            "previous=$(sbatch --parsable --kill-on-invalid-dep=yes ${{SBATCH_OPTS:-}} ${{previous:+--dependency=afterok:$previous}} {})\n\
              echo \"stage {s}: job $previous ({} runs)\"\n",
             sh_quote(&path.display().to_string()),
             members.len()
@@ -164,7 +181,9 @@ pub(crate) fn write_slurm(jobs: &[Job], out: &Path, name: &str, study: &str) -> 
     Ok(submit_path)
 }
 
-/// Runs one planned run: skipped when finished, resumed when a checkpoint exists.
+/// Runs one planned run: skipped when finished, resumed when a checkpoint exists. The task
+/// fails unless the run finished: `fairpo train` exits 0 after an interrupt (it checkpointed),
+/// and the next stage must not start on a missing reference.
 const RUN_FN: &str = r#"train_run() {
   local name="$1"; shift
   if [ -f "runs/$name/metrics.json" ]; then echo "runs/$name has finished"; return 0; fi
@@ -174,6 +193,10 @@ const RUN_FN: &str = r#"train_run() {
     "$FAIRPO" train "$@" --device "$DEVICE" --overwrite
   else
     "$FAIRPO" train "$@" --device "$DEVICE"
+  fi
+  if [ ! -f "runs/$name/metrics.json" ]; then
+    echo "runs/$name did not finish (interrupted?): resubmit this task to resume it" >&2
+    return 75
   fi
 }
 "#;
@@ -215,6 +238,13 @@ mod tests {
         assert_eq!(stages(&jobs).unwrap(), [2, 1, 3]);
         let circle = [job("a", &["b"]), job("b", &["a"])];
         assert!(stages(&circle).is_err());
+        let unknown = stages(&[job("cpo", &["sft-typo"])])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("neither finished nor planned"),
+            "{unknown}"
+        );
     }
 
     #[test]
@@ -232,7 +262,8 @@ mod tests {
     /// one before it.
     #[test]
     fn scripts_parse_and_name_every_run_once() {
-        let dir = std::env::temp_dir().join(format!("fairpo-jobs-test-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         let jobs = [job("sft", &[]), job("cpo", &["sft"]), job("dpo", &["sft"])];
         let submit = write_slurm(&jobs, &dir, "coco-reproduce", "reproduce").unwrap();
         for f in ["submit.sh", "stage-1.sbatch", "stage-2.sbatch"] {
@@ -266,40 +297,59 @@ mod tests {
         let tsv = std::fs::read_to_string(dir.join("jobs.tsv")).unwrap();
         assert_eq!(tsv.lines().count(), 4);
         assert!(write_slurm(&[], &dir, "coco-reproduce", "reproduce").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Running one stage script as SLURM would (task 1 of stage 2) calls fairpo with that run's
     /// arguments and the device; a finished run is skipped.
+    /// Running a stage script as SLURM would (task 1 of stage 2) calls fairpo with that run's
+    /// arguments and the device, in the repository folder; the task fails when the run did not
+    /// finish, resumes it from its checkpoint, and skips it once finished.
     #[test]
     fn a_task_runs_its_own_run() {
-        let dir = std::env::temp_dir().join(format!("fairpo-jobs-run-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let dir = root.join("runs/jobs/x");
         let jobs = [job("sft", &[]), job("cpo", &["sft"]), job("dpo", &["sft"])];
-        write_slurm(&jobs, &dir, "coco-reproduce", "reproduce").unwrap();
-        let fake = dir.join("fake-fairpo");
-        std::fs::write(&fake, "#!/usr/bin/env bash\necho \"ARGS $*\"\n").unwrap();
+        write_slurm_in(&root, &jobs, &dir, "coco-reproduce", "reproduce").unwrap();
+        // A fake fairpo: prints its arguments; finishes the run when FINISH is set.
+        let fake = root.join("fake-fairpo");
+        std::fs::write(
+            &fake,
+            "#!/usr/bin/env bash\necho \"ARGS $*\"\nif [ -n \"${FINISH:-}\" ]; then mkdir -p runs/dpo && touch runs/dpo/metrics.json; fi\n",
+        )
+        .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let run = |task: &str| {
-            let out = std::process::Command::new("bash")
-                .arg(dir.join("stage-2.sbatch"))
+        let run = |task: &str, finish: bool| {
+            let mut cmd = std::process::Command::new("bash");
+            cmd.arg(dir.join("stage-2.sbatch"))
                 .env("SLURM_ARRAY_TASK_ID", task)
-                .env("FAIRPO", &fake)
-                .output()
-                .unwrap();
+                .env("FAIRPO", &fake);
+            if finish {
+                cmd.env("FINISH", "1");
+            }
+            let out = cmd.output().unwrap();
             (
-                out.status.success(),
+                out.status.code(),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
             )
         };
-        let (ok, stdout) = run("1");
-        assert!(ok, "{stdout}");
-        assert_eq!(
-            stdout.trim(),
-            "ARGS train --config configs/x.toml --set name=dpo --set reference=\"runs/it's here\" --device cuda:0"
-        );
-        let (ok, _) = run("7");
-        assert!(!ok, "an unknown task id must fail");
-        std::fs::remove_dir_all(&dir).unwrap();
+        let args = "train --config configs/x.toml --set name=dpo --set reference=\"runs/it's here\" --device cuda:0";
+        // Interrupted (no metrics.json afterwards): the task fails, so later stages wait.
+        let (code, stdout) = run("1", false);
+        assert_eq!(code, Some(75), "{stdout}");
+        assert_eq!(stdout.trim(), format!("ARGS {args}"));
+        // Its checkpoint is resumed.
+        std::fs::create_dir_all(root.join("runs/dpo/checkpoints")).unwrap();
+        std::fs::write(root.join("runs/dpo/checkpoints/last.ckpt"), "").unwrap();
+        let (code, stdout) = run("1", true);
+        assert_eq!(code, Some(0), "{stdout}");
+        assert_eq!(stdout.trim(), format!("ARGS {args} --resume"));
+        // Finished: skipped.
+        let (code, stdout) = run("1", false);
+        assert_eq!(code, Some(0));
+        assert!(stdout.contains("runs/dpo has finished"), "{stdout}");
+        let (code, _) = run("7", false);
+        assert_ne!(code, Some(0), "an unknown task id must fail");
     }
 }

@@ -74,16 +74,26 @@ fn main() {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let invoked_from = std::env::current_dir().context("reading the current folder")?;
     let root = workspace_root()?;
     std::env::set_current_dir(&root).with_context(|| format!("cd {}", root.display()))?;
     let Some((cmd, rest)) = args.split_first() else {
         print!("{USAGE}");
         return Ok(());
     };
-    let opts = Opts::parse(rest)?;
+    let mut opts = Opts::parse(rest)?;
+    // Paths typed on the command line are relative to where xtask was run, not to the root.
+    for p in [&mut opts.out, &mut opts.binary].into_iter().flatten() {
+        if p.is_relative() {
+            *p = invoked_from.join(&*p);
+        }
+    }
     if opts.emit_jobs {
         if !["reproduce", "ablate", "sweep", "tune"].contains(&cmd.as_str()) {
             bail!("--emit-jobs works with reproduce, ablate, sweep and tune, not {cmd}");
+        }
+        if opts.fresh {
+            bail!("--emit-jobs cannot plan --fresh (a task skips a finished run): delete the runs to redo instead");
         }
         if opts.rates {
             bail!("--emit-jobs cannot plan tune --rates (its grids depend on the first grid's results): emit the first grid, then run tune --rates after it finished");

@@ -159,7 +159,7 @@ fn run_grid(
             sets.push(format!("{key}={v}"));
             name.push_str(&name_part(key, v));
         }
-        if i > 0 {
+        if i > 0 && !crate::jobs::planning() {
             let per = started.elapsed().as_secs_f64() / i as f64;
             eprintln!(
                 "xtask tune: [{}/{}] {name}, ETA {:.1} min",

@@ -107,6 +107,13 @@ fn ablate_plans_each_overlay_after_its_reference() {
     assert_eq!(s1, ["nus-sft"]);
     let overlays = std::fs::read_dir(root.path().join("configs/ablations"))
         .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "toml")
+        })
         .count();
     assert_eq!(s2.len(), 1 + overlays, "{s2:?}");
     assert!(s2.contains(&"nus-cpo".to_string()));
@@ -125,6 +132,10 @@ fn emit_jobs_refuses_what_it_cannot_plan() {
             "cannot plan tune --rates",
         ),
         (&["reproduce", "--emit-jobs", "pbs"][..], "expected slurm"),
+        (
+            &["reproduce", "--fresh", "--emit-jobs", "slurm"][..],
+            "cannot plan --fresh",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(args)

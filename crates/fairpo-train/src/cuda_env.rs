@@ -9,8 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The headers the generated kernels `#include` (cubecl-cpp 0.10's CUDA dialect).
-const HEADERS: [&str; 2] = ["cuda_runtime.h", "cuda_fp16.h"];
+/// Headers every generated kernel, or the f32 (TF32) matmul, `#include`s (cubecl-cpp 0.10's
+/// CUDA dialect); the toolkit ships them together, with the cccl headers some kernels add.
+const HEADERS: [&str; 3] = ["cuda_runtime.h", "cuda_fp16.h", "mma.h"];
 
 /// What was found of each CUDA prerequisite, or why not.
 #[derive(Clone, Debug)]
@@ -98,12 +99,17 @@ pub(crate) fn find_library(
     candidates.iter().find(|c| load(c)).cloned().ok_or_else(|| {
         // cudarc also tries Windows-style spellings (libcuda64_12.so, libnvcuda.so...): they
         // are counted, not listed.
-        let tried: Vec<&str> = candidates
+        let mut tried: Vec<&str> = Vec::new();
+        for c in candidates {
+            if !c.contains("64") && !c.contains("nvcuda") && !tried.contains(&c.as_str()) {
+                tried.push(c);
+            }
+        }
+        let shown = candidates
             .iter()
-            .map(String::as_str)
-            .filter(|c| !c.contains("64") && !c.contains("nvcuda"))
-            .collect();
-        let others = match candidates.len() - tried.len() {
+            .filter(|c| tried.contains(&c.as_str()))
+            .count();
+        let others = match candidates.len() - shown {
             0 => String::new(),
             n => format!(" and {n} other spellings"),
         };
@@ -200,6 +206,7 @@ mod tests {
             "{err}"
         );
         std::fs::write(root.join("include/cuda_fp16.h"), "").unwrap();
+        std::fs::write(root.join("include/mma.h"), "").unwrap();
         assert_eq!(
             find_headers(Some(root.clone()), true).unwrap(),
             root.join("include")

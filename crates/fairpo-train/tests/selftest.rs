@@ -25,10 +25,10 @@ fn quick_selftest_passes_on_the_cpu_and_covers_every_section() {
     assert!(!table.contains("FAIL"), "{table}");
     for needle in [
         "| machine | device | cpu |",
-        "| parity | tiny ViT (patch 4, 32 px): max |CLS − transformers|",
+        "| parity | tiny ViT (patch 4, 32 px): max \\|CLS − transformers\\| |",
         "| parity | ViT of ViT-B/16's geometry (patch 16, 224 px)",
         "| agreement | CLS, host kernels vs NdArray (relative)",
-        "| agreement | gradients of last layer + heads, worst of",
+        "| agreement | gradients of the last 2 layers + heads, worst of",
         "| throughput | small ViT-B/16-shaped ViT forward, batch 4, Matmul attention",
         "| throughput | small ViT-B/16-shaped ViT forward, batch 4, Fused attention",
         "| throughput | paper's training step",

@@ -29,7 +29,12 @@ pub struct SelftestArgs {
 /// Runs `fairpo selftest`.
 pub fn run(args: SelftestArgs) -> Result<()> {
     let root = match args.root {
-        Some(r) => r,
+        Some(r) if selftest::is_root(&r) => r,
+        Some(r) => bail!(
+            "--root {}: expected a folder holding configs/ and crates/fairpo-vit/tests/fixtures/ \
+             (the repository, or a GPU bundle)",
+            r.display()
+        ),
         None => selftest::default_root().context(
             "no configs/ and crates/fairpo-vit/tests/fixtures/ found in the repository this \
              binary was built from or beside the executable; pass --root DIR",

@@ -1,13 +1,15 @@
 //! The `agreement` rows: the CPU backend with this project's host kernels against the device
 //! under test, from the same seeded random ViT, heads and batch: the ViT's CLS output, and one
-//! FairPO-CPO step of the last layer + heads (loss, GRPO's α, every parameter's gradient).
+//! FairPO-CPO step of the last two layers + heads (loss, group losses, GRPO's α, every
+//! parameter's gradient). Two layers, so that both host paths of a trainable layer run: the
+//! full layer with its hand-written backward, and the CLS-only last layer.
 //!
 //! On `--device cpu` the other side is burn's `NdArray` backend, which runs none of the host
 //! kernels, so the kernels are checked against an independent implementation of every op.
 
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::SgdConfig;
 use burn::prelude::*;
@@ -38,7 +40,7 @@ pub(super) fn shapes(quick: bool) -> (ViTConfig, usize, usize, Vec<usize>) {
     }
 }
 
-/// Bounds, relative to the host side's largest magnitude: (CLS, loss, α, gradients).
+/// Bounds, relative to the host side's largest magnitude: (CLS, losses, α, gradients).
 /// CPU: two f32 implementations that differ in summation order; measured on the 2-core Xeon
 /// (AVX-512): gradients 5.8e-7 (quick) and 3.4e-5 (ViT-B/16), CLS 1.8e-7 / 1.3e-6. With
 /// burn's tanh-derivative GELU backward on the NdArray side (fixed in fairpo-vit) the
@@ -66,12 +68,22 @@ pub(super) fn check(opts: &SelftestOptions, report: &mut Report) {
                 rows.cls,
                 b_cls,
             );
-            report.at_most(SECTION, "FairPO-CPO loss (relative)", rows.loss, b_loss);
-            report.at_most(SECTION, "GRPO α (absolute)", rows.alpha, b_alpha);
+            report.at_most(
+                SECTION,
+                "FairPO-CPO loss and group losses (relative)",
+                rows.loss,
+                b_loss,
+            );
+            report.at_most(
+                SECTION,
+                "GRPO α after the step (absolute)",
+                rows.alpha,
+                b_alpha,
+            );
             report.at_most(
                 SECTION,
                 format!(
-                    "gradients of last layer + heads, worst of {} tensors (relative)",
+                    "gradients of the last 2 layers + heads, worst of {} tensors (relative)",
                     rows.tensors
                 ),
                 rows.grads,
@@ -110,18 +122,14 @@ fn compare(opts: &SelftestOptions) -> Result<Differences> {
         d / s.max(f64::MIN_POSITIVE)
     };
     anyhow::ensure!(
-        host.grads.len() == other.grads.len(),
-        "the two sides have different parameters"
+        host.grads.len() == other.grads.len() && host.alpha.len() == other.alpha.len(),
+        "the two sides have different parameters or groups"
     );
+    let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     Ok(Differences {
         cls: rel(&other.cls, &host.cls),
-        loss: (other.loss - host.loss).abs() / host.loss.abs().max(f64::MIN_POSITIVE),
-        alpha: host
-            .alpha
-            .iter()
-            .zip(&other.alpha)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max),
+        loss: rel(&to_f32(&other.losses), &to_f32(&host.losses)),
+        alpha: max_diff(&to_f32(&other.alpha), &to_f32(&host.alpha)).0,
         grads: worst_gradient(&host.grads, &other.grads),
         tensors: host.grads.len(),
     })
@@ -132,6 +140,9 @@ fn compare(opts: &SelftestOptions) -> Result<Differences> {
 /// arithmetic (the attention key's bias: softmax ignores a constant shift), so relative to
 /// themselves they are rounding noise.
 fn worst_gradient(reference: &[Vec<f32>], other: &[Vec<f32>]) -> f64 {
+    if reference.len() != other.len() {
+        return f64::INFINITY;
+    }
     let scales: Vec<(f64, f64)> = reference
         .iter()
         .zip(other)
@@ -147,7 +158,8 @@ fn worst_gradient(reference: &[Vec<f32>], other: &[Vec<f32>]) -> f64 {
 /// What one backend computed.
 struct StepResult {
     cls: Vec<f32>,
-    loss: f64,
+    /// `[loss, L_P, L_P̄]`.
+    losses: Vec<f64>,
     alpha: Vec<f64>,
     grads: Vec<Vec<f32>>,
 }
@@ -174,7 +186,7 @@ fn cpo_step<B: AutodiffBackend>(
     let vit = fairpo_vit::load_hf_dir::<B>(weights, device)?.model;
     let pixels = Tensor::<B::InnerBackend, 4>::from_data(seeded_pixels(&cfg), device);
     let cls = vit.valid().forward(pixels.clone()).into_data();
-    let (trunk, tail) = vit.split_frozen(1);
+    let (trunk, tail) = vit.split_frozen(2);
     let heads = HeadsConfig::new(t, cfg.hidden_size).with_hidden(hidden);
     let (policy, reference) = super::policy_and_reference(tail, &heads, device);
     let train = TrainSettings {
@@ -185,7 +197,13 @@ fn cpo_step<B: AutodiffBackend>(
     let objective = ObjectiveConfig::default(); // FairPO-CPO
     let privileged: Vec<bool> = (0..t).map(|i| i < p).collect();
     let settings = StepSettings::new(&train, &objective, &privileged);
-    let mut scheduler = fairpo_grpo::SchedulerConfig::default().init(2)?;
+    // The released code's first step (the raw losses move α), so α depends on the step's
+    // losses already; the default first step leaves α at 0.5 whatever they are.
+    let mut scheduler = fairpo_grpo::SchedulerConfig {
+        first_step: fairpo_grpo::FirstStep::RawLoss,
+        ..Default::default()
+    }
+    .init(2)?;
     // Every image has two true labels, one of them privileged, so both groups have pairs.
     let targets: Vec<u8> = (0..BATCH * t)
         .map(|i| {
@@ -193,7 +211,7 @@ fn cpo_step<B: AutodiffBackend>(
             u8::from(label == row % p || label == p + (3 * row) % (t - p))
         })
         .collect();
-    let before = parameters(&policy.valid());
+    let before = parameters(&policy.valid())?;
     let mut optim = SgdConfig::new().init::<B, Policy<B>>();
     let mut rng = step::step_rng(0, 0);
     let (policy, out) = step::train_step(
@@ -206,7 +224,7 @@ fn cpo_step<B: AutodiffBackend>(
         Pairs::Draw(&mut rng),
         &settings,
     )?;
-    let after = parameters(&policy.valid());
+    let after = parameters(&policy.valid())?;
     let grads = before
         .iter()
         .zip(&after)
@@ -219,8 +237,8 @@ fn cpo_step<B: AutodiffBackend>(
         .collect();
     Ok(StepResult {
         cls: cls.to_vec().map_err(|e| anyhow!("{e:?}"))?,
-        loss: out.loss,
-        alpha: out.alpha.unwrap_or_default(),
+        losses: vec![out.loss, out.group_losses[0], out.group_losses[1]],
+        alpha: out.alpha.context("GRPO gave no group weights")?,
         grads,
     })
 }
@@ -237,15 +255,16 @@ fn seeded_pixels(cfg: &ViTConfig) -> TensorData {
 }
 
 /// Every float parameter's values, in the module's visiting order.
-fn parameters<B: Backend, M: Module<B>>(m: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
+fn parameters<B: Backend, M: Module<B>>(m: &M) -> Result<Vec<Vec<f32>>> {
+    struct Collect(Vec<Result<Vec<f32>>>);
     impl<B: Backend> ModuleVisitor<B> for Collect {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            let values = p.val().into_data().convert::<f32>().to_vec();
             self.0
-                .push(p.val().into_data().to_vec().unwrap_or_default());
+                .push(values.map_err(|e| anyhow!("reading a parameter: {e:?}")));
         }
     }
     let mut c = Collect(Vec::new());
     m.visit(&mut c);
-    c.0
+    c.0.into_iter().collect()
 }

@@ -43,16 +43,13 @@ fn run(opts: &SelftestOptions, report: &mut Report) -> Result<()> {
     let vit = d.join("vit");
     crate::cmd::backbone::write_random_backbone(&vit, &cfg, 0)?;
     let common = [
-        format!("data.root={:?}", data.display().to_string()),
-        format!("model.backbone={:?}", vit.display().to_string()),
+        format!("data.root={}", toml_string(&data)),
+        format!("model.backbone={}", toml_string(&vit)),
         "train.epochs=1".into(),
         format!("train.batch_size={batch}"),
         format!("train.eval_batch_size={batch}"),
         "train.patience=0".into(),
-        format!(
-            "train.cache_dir={:?}",
-            d.join("cache").display().to_string()
-        ),
+        format!("train.cache_dir={}", toml_string(&d.join("cache"))),
     ];
     let sft = d.join("runs/coco-sft");
     let what = |preset: &str| {
@@ -68,8 +65,8 @@ fn run(opts: &SelftestOptions, report: &mut Report) -> Result<()> {
         return Ok(());
     }
     let reference = [
-        format!("reference={:?}", sft.display().to_string()),
-        format!("model.init_from={:?}", sft.display().to_string()),
+        format!("reference={}", toml_string(&sft)),
+        format!("model.init_from={}", toml_string(&sft)),
     ];
     let cpo = d.join("runs/coco-cpo");
     let second = train_preset(opts, "coco-cpo.toml", &common, &reference, &cpo);
@@ -113,6 +110,11 @@ fn train_preset(
     Ok(format!(
         "finished in {secs:.1} s, test mAP {map} (random weights)"
     ))
+}
+
+/// `path` as a TOML string value for `--set`.
+fn toml_string(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
 }
 
 struct Train {

@@ -130,29 +130,34 @@ impl Report {
                 Verdict::Fail => "**FAIL**",
                 Verdict::Info => "info",
             };
+            let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {verdict} |\n",
                 r.section,
-                r.check,
-                r.result.replace('|', "\\|").replace('\n', " "),
-                r.bound
+                cell(&r.check),
+                cell(&r.result),
+                cell(&r.bound)
             ));
         }
         s
     }
 }
 
+/// Whether `dir` holds what the self-test reads: `configs/` and the ViT fixtures.
+pub fn is_root(dir: &Path) -> bool {
+    dir.join("configs").is_dir() && parity::fixtures(dir).is_dir()
+}
+
 /// The folder holding `configs/` and the fixtures: `--root`, else the repository this binary
 /// was built from, else the executable's folder (a GPU bundle).
 pub fn default_root() -> Option<PathBuf> {
-    let has = |p: &Path| p.join("configs").is_dir() && parity::fixtures(p).is_dir();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if has(&repo) {
+    if is_root(&repo) {
         return Some(repo);
     }
     let exe = std::env::current_exe().ok()?;
     let beside = exe.parent()?.to_path_buf();
-    has(&beside).then_some(beside)
+    is_root(&beside).then_some(beside)
 }
 
 /// A trainable policy on `tail` with heads seeded 1, and a frozen reference with a copy of

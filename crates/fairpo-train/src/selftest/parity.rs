@@ -29,8 +29,8 @@ const CASES: [(&str, &str, &str, &str); 2] = [
 ];
 
 /// The bound on the largest CLS difference from transformers, given the reference's largest
-/// magnitude. CPU: f32 throughout, differences come from summation order only (~1e-6, the
-/// fairpo-vit parity tests' bound). CUDA: burn's f32 matmul runs in TF32 (10-bit mantissa),
+/// magnitude. CPU: f32 throughout, differences come from summation order only (measured
+/// ~1e-6; 1e-4 is the fairpo-vit parity tests' bound). CUDA: burn's f32 matmul runs in TF32 (10-bit mantissa),
 /// so relative errors near 1e-3 are expected.
 pub(super) fn bound(device: DeviceSpec, scale: f64) -> f64 {
     match device {
@@ -101,14 +101,36 @@ impl BackendTask for Parity {
     }
 }
 
-/// (max |a − b|, max |b|)
+/// (max |a − b|, max |b|); infinite when the lengths differ or a value is not finite, so
+/// that a NaN can never pass a bound (`f64::max` would drop it).
 pub(super) fn max_diff(a: &[f32], b: &[f32]) -> (f64, f64) {
+    if a.len() != b.len() {
+        return (f64::INFINITY, 0.0);
+    }
     a.iter().zip(b).fold((0.0f64, 0.0f64), |(d, s), (x, y)| {
+        let diff = (*x as f64 - *y as f64).abs();
         (
-            d.max((*x as f64 - *y as f64).abs()),
+            if diff.is_finite() {
+                d.max(diff)
+            } else {
+                f64::INFINITY
+            },
             s.max((*y as f64).abs()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_diff;
+
+    #[test]
+    fn nan_and_length_mismatches_never_pass() {
+        assert_eq!(max_diff(&[1.0, 2.0], &[1.0, 2.5]), (0.5, 2.5));
+        assert_eq!(max_diff(&[f32::NAN], &[1.0]).0, f64::INFINITY);
+        assert_eq!(max_diff(&[1.0], &[f32::NAN]).0, f64::INFINITY);
+        assert_eq!(max_diff(&[1.0], &[1.0, 2.0]).0, f64::INFINITY);
+    }
 }
 
 fn read_npy<T: npyz::Deserialize>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
