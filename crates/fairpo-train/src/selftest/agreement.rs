@@ -42,9 +42,9 @@ pub(super) fn shapes(quick: bool) -> (ViTConfig, usize, usize, Vec<usize>) {
 
 /// Bounds, relative to the host side's largest magnitude: (CLS, losses, α, gradients).
 /// CPU: two f32 implementations that differ in summation order; measured on the 2-core Xeon
-/// (AVX-512): gradients 5.8e-7 (quick) and 3.4e-5 (ViT-B/16), CLS 1.8e-7 / 1.3e-6. With
+/// (AVX-512): gradients 7.8e-7 (quick) and 3.4e-5 (ViT-B/16), CLS 1.8e-7 / 1.3e-6. With
 /// burn's tanh-derivative GELU backward on the NdArray side (fixed in fairpo-vit) the
-/// gradients missed by 5.6e-5 / 3.3e-4, so the bounds catch that. CUDA: TF32 matmuls
+/// gradients of one trainable layer missed by 5.6e-5 / 3.3e-4, so the bounds catch that. CUDA: TF32 matmuls
 /// (10-bit mantissa); not yet measured on a GPU.
 fn bounds(device: DeviceSpec, quick: bool) -> [f64; 4] {
     match (device, quick) {
