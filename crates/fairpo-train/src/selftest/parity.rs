@@ -120,6 +120,17 @@ pub(super) fn max_diff(a: &[f32], b: &[f32]) -> (f64, f64) {
     })
 }
 
+fn read_npy<T: npyz::Deserialize>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(f))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    let values = npy
+        .into_vec::<T>()
+        .with_context(|| format!("reading the values of {}", path.display()))?;
+    Ok((shape, values))
+}
+
 #[cfg(test)]
 mod tests {
     use super::max_diff;
@@ -131,15 +142,4 @@ mod tests {
         assert_eq!(max_diff(&[1.0], &[f32::NAN]).0, f64::INFINITY);
         assert_eq!(max_diff(&[1.0], &[1.0, 2.0]).0, f64::INFINITY);
     }
-}
-
-fn read_npy<T: npyz::Deserialize>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let npy = npyz::NpyFile::new(std::io::BufReader::new(f))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let shape = npy.shape().iter().map(|&d| d as usize).collect();
-    let values = npy
-        .into_vec::<T>()
-        .with_context(|| format!("reading the values of {}", path.display()))?;
-    Ok((shape, values))
 }
