@@ -18,6 +18,7 @@
 //! - `report/`: a run's `report.md`, the comparison of runs, plots and the paper's tables;
 //! - `features.rs`: `fairpo features` files; `device.rs`: backend selection; `cuda_env.rs`:
 //!   the CUDA prerequisites, probed before the GPU is touched;
+//! - `random_backbone.rs`: a seeded random ViT as a Hugging Face folder;
 //! - `selftest/`: `fairpo selftest` (parity, host kernels vs device, throughput, a short run).
 //!
 //! Commands: `fairpo train --config X.toml [--config overlay.toml] [--set k=v] [--resume |
@@ -37,6 +38,7 @@ mod early_stop;
 mod eval;
 mod features;
 mod policy;
+pub mod random_backbone;
 mod report;
 mod run;
 pub mod selftest;

@@ -26,7 +26,7 @@ fn tiny_b16() -> ViTConfig {
 }
 
 fn write_backbone(dir: &Path) {
-    fairpo_train::cmd::backbone::write_random_backbone(dir, &tiny_b16(), 0).unwrap();
+    fairpo_train::random_backbone::write_random_backbone(dir, &tiny_b16(), 0).unwrap();
 }
 
 /// α_P at every step of a run.

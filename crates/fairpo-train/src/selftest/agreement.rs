@@ -105,7 +105,7 @@ struct Differences {
 fn compare(opts: &SelftestOptions) -> Result<Differences> {
     let (cfg, ..) = shapes(opts.quick);
     let dir = tempfile::tempdir()?;
-    crate::cmd::backbone::write_random_backbone(dir.path(), &cfg, 7)?;
+    crate::random_backbone::write_random_backbone(dir.path(), &cfg, 7)?;
     let task = CpoStep {
         weights: dir.path().to_path_buf(),
         quick: opts.quick,

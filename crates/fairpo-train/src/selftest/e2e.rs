@@ -41,7 +41,7 @@ fn run(opts: &SelftestOptions, report: &mut Report) -> Result<()> {
         },
     )?;
     let vit = d.join("vit");
-    crate::cmd::backbone::write_random_backbone(&vit, &cfg, 0)?;
+    crate::random_backbone::write_random_backbone(&vit, &cfg, 0)?;
     let common = [
         format!("data.root={}", toml_string(&data)),
         format!("model.backbone={}", toml_string(&vit)),
