@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -245,10 +245,11 @@ impl<B: AutodiffBackend> PaperStep<B> {
         let t1 = Instant::now();
         let settings = StepSettings::new(&self.train, &self.objective, &self.privileged);
         let mut rng = step::step_rng(42, step_no);
+        // A failed step consumed the policy; later calls say so instead of panicking.
         let policy = self
             .policy
             .take()
-            .expect("the policy is put back after each step");
+            .context("an earlier step of this benchmark failed")?;
         let (policy, _) = step::train_step(
             policy,
             &mut self.optim,
