@@ -244,22 +244,11 @@ pub(crate) fn extract_features<B: Backend>(
     }
     let batch = batch.max(1);
     let size = pre.config().size;
-    let per = pre.output_len();
     let d = vit.hidden_size();
     let mut data = Vec::with_capacity(images.len() * d);
     let mut done = 0;
     for chunk in images.chunks(batch) {
-        let pixels: Vec<Vec<f32>> = chunk
-            .par_iter()
-            .map(|p| {
-                pre.load(p)
-                    .with_context(|| format!("reading image {}", p.display()))
-            })
-            .collect::<Result<_>>()?;
-        let mut flat = Vec::with_capacity(chunk.len() * per);
-        for p in pixels {
-            flat.extend_from_slice(&p);
-        }
+        let (_, flat) = load_batch(pre, chunk, Err)?;
         let x =
             Tensor::<B, 4>::from_data(TensorData::new(flat, [chunk.len(), 3, size, size]), device);
         let z = match layer {
@@ -280,6 +269,35 @@ pub(crate) fn extract_features<B: Backend>(
         cols: d,
         data,
     })
+}
+
+/// Decodes and preprocesses `paths` in parallel into one `[n, 3, size, size]` buffer, in
+/// order. An unreadable image (its error names the file) goes to `unreadable`: returning the
+/// error stops, returning `Ok` leaves the image out. Returns the paths kept and the pixels.
+pub(crate) fn load_batch<'a>(
+    pre: &Preprocessor,
+    paths: &'a [PathBuf],
+    mut unreadable: impl FnMut(anyhow::Error) -> Result<()>,
+) -> Result<(Vec<&'a PathBuf>, Vec<f32>)> {
+    let loaded: Vec<Result<Vec<f32>>> = paths
+        .par_iter()
+        .map(|p| {
+            pre.load(p)
+                .with_context(|| format!("reading image {}", p.display()))
+        })
+        .collect();
+    let mut kept = Vec::with_capacity(paths.len());
+    let mut flat = Vec::with_capacity(paths.len() * pre.output_len());
+    for (path, pixels) in paths.iter().zip(loaded) {
+        match pixels {
+            Ok(p) => {
+                flat.extend_from_slice(&p);
+                kept.push(path);
+            }
+            Err(e) => unreadable(e)?,
+        }
+    }
+    Ok((kept, flat))
 }
 
 /// Write `F.npy` and its sidecar, both atomically (the sidecar last, so a cache with a

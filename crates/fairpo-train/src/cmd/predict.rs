@@ -9,11 +9,10 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use fairpo_data::Preprocessor;
-use rayon::prelude::*;
 
 use crate::device::{run_on, BackendTask, DeviceSpec};
 use crate::eval::probabilities;
-use crate::features::list_images;
+use crate::features::{list_images, load_batch};
 use crate::setup::FinishedRun;
 
 /// Arguments of `fairpo predict`.
@@ -138,31 +137,14 @@ impl BackendTask for PredictTask<'_> {
         );
         let mut out = Vec::with_capacity(self.images.len());
         for chunk in self.images.chunks(self.batch.max(1)) {
-            let loaded: Vec<(PathBuf, Result<Vec<f32>>)> = chunk
-                .par_iter()
-                .map(|p| {
-                    let pixels = pre
-                        .load(p)
-                        .with_context(|| format!("reading image {}", p.display()));
-                    (p.clone(), pixels)
-                })
-                .collect();
-            let mut kept = Vec::new();
-            let mut flat = Vec::new();
-            for (path, pixels) in loaded {
-                match pixels {
-                    Ok(p) => {
-                        flat.extend_from_slice(&p);
-                        kept.push(path);
-                    }
-                    Err(e) if self.skip_unreadable => {
-                        bar.suspend(|| tracing::warn!("skipped: {e:#}"));
-                    }
-                    Err(e) => {
-                        return Err(e.context("pass --skip-unreadable to report it and go on"))
-                    }
+            let (kept, flat) = load_batch(&pre, chunk, |e| {
+                if self.skip_unreadable {
+                    bar.suspend(|| tracing::warn!("skipped: {e:#}"));
+                    Ok(())
+                } else {
+                    Err(e.context("pass --skip-unreadable to report it and go on"))
                 }
-            }
+            })?;
             bar.inc(chunk.len() as u64);
             if kept.is_empty() {
                 continue;
@@ -177,7 +159,7 @@ impl BackendTask for PredictTask<'_> {
                 kept.into_iter()
                     .zip(probs.chunks(t))
                     .map(|(path, p)| Prediction {
-                        path,
+                        path: path.clone(),
                         probabilities: p.to_vec(),
                     }),
             );
