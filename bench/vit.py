@@ -3,6 +3,7 @@
 
 ViT-B/16 (random weights, real shapes) from transformers:
 - forward: eval mode, no_grad, batch 8 and 32 -> images/s
+- the same forward and train step under torch.autocast(bfloat16) ("*_bf16")
 - train step (the paper's setting): frozen trunk (embeddings + layers 0..10, no_grad),
   trainable last layer + final LayerNorm + 80 per-label MLP heads (768-256-64-16-4-1),
   BCE loss, backward, AdamW step -> images/s
@@ -78,6 +79,13 @@ def main():
         s = timed(fwd, args.iters, sync)
         print(json.dumps({"name": "forward", "batch": b, "img_per_s": b / s}), flush=True)
 
+        def fwd_bf16():
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+                model(pixel_values=x).last_hidden_state[:, 0]
+
+        s = timed(fwd_bf16, args.iters, sync)
+        print(json.dumps({"name": "forward_bf16", "batch": b, "img_per_s": b / s}), flush=True)
+
     # Train step: trunk frozen, last layer + final LN + heads trainable.
     # transformers 5 keeps the layers in `model.layers`; 4.x in `model.encoder.layer`.
     layers = model.layers if hasattr(model, "layers") else model.encoder.layer
@@ -104,6 +112,13 @@ def main():
 
         s = timed(step, args.iters, sync)
         print(json.dumps({"name": "train_step", "batch": b, "img_per_s": b / s}), flush=True)
+
+        def step_bf16():
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                step()
+
+        s = timed(step_bf16, args.iters, sync)
+        print(json.dumps({"name": "train_step_bf16", "batch": b, "img_per_s": b / s}), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use fairpo_data::{PreprocessConfig, Preprocessor};
 use fairpo_io::Matrix;
-use fairpo_vit::{ViT, ViTConfig};
+use fairpo_vit::{AppliedPrecision, TrunkPrecision, ViT, ViTConfig};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -81,6 +81,14 @@ pub struct FeatureMeta {
     pub dim: usize,
     /// SHA-256 (hex) of the image paths, one per line, in row order.
     pub images_sha256: String,
+    /// The number format the frozen layers were computed in (absent in older sidecars:
+    /// f32).
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub trunk_precision: TrunkPrecision,
+}
+
+fn is_f32(p: &TrunkPrecision) -> bool {
+    *p == TrunkPrecision::F32
 }
 
 impl FeatureMeta {
@@ -108,6 +116,9 @@ impl FeatureMeta {
         }
         if self.dim != want.dim || self.tokens != want.tokens {
             d.push("feature width");
+        }
+        if self.trunk_precision != want.trunk_precision {
+            d.push("trunk precision");
         }
         d
     }
@@ -222,26 +233,50 @@ pub(crate) fn preprocess_for_model(model_dir: &Path, cfg: &ViTConfig) -> Result<
 }
 
 /// Run the frozen model over `images` in batches of `batch` and return `[N, D]` CLS
-/// features. Images are decoded in parallel (rayon); `on_batch(done)` is called after
-/// every batch (progress). An unreadable image fails the whole run, naming the file.
+/// features, with the layers before the last one computed in `precision` (the last
+/// layer, CLS-only, stays f32) and what that precision meant here. Images are decoded in
+/// parallel (rayon); `on_batch(done)` is called after every batch (progress). An
+/// unreadable image fails the whole run, naming the file.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn extract_features<B: Backend>(
     vit: &ViT<B>,
     images: &[PathBuf],
     pre: &Preprocessor,
     layer: FeatureLayer,
+    precision: TrunkPrecision,
     batch: usize,
     device: &B::Device,
     mut on_batch: impl FnMut(usize),
-) -> Result<Matrix<f32>> {
+) -> Result<(Matrix<f32>, AppliedPrecision)> {
+    let layers = vit.num_layers();
     if let FeatureLayer::After(n) = layer {
-        if n > vit.num_layers() {
+        if n > layers {
             bail!(
-                "--layer {n}: the model has only {} encoder layers (use 0..={} or cls)",
-                vit.num_layers(),
-                vit.num_layers()
+                "--layer {n}: the model has only {layers} encoder layers (use 0..={layers} or cls)"
             );
         }
     }
+    // The CLS after layer n is the trunk of layers 0..n-1, then layer n on the CLS row.
+    let last = match layer {
+        FeatureLayer::Cls => layers,
+        FeatureLayer::After(n) => n,
+    };
+    // With no layer before it there is no trunk to run in another precision.
+    let direct = last <= 1;
+    let (trunk, tail) = vit.clone().split(layers + 1 - last.max(1));
+    let (trunk, applied) = if direct {
+        let why = format!("--layer {layer} has no encoder layer before the one it is read after");
+        let fallback = (precision != TrunkPrecision::F32).then_some(why);
+        (trunk, AppliedPrecision::F32 { fallback })
+    } else {
+        trunk.with_precision(precision)
+    };
+    let forward = |x: Tensor<B, 4>| match layer {
+        FeatureLayer::Cls if direct => vit.forward(x),
+        FeatureLayer::After(n) if direct => vit.forward_cls_after(x, n),
+        FeatureLayer::Cls => tail.forward(trunk.forward(x)),
+        FeatureLayer::After(_) => tail.layers[0].forward_cls(trunk.forward(x)),
+    };
     let batch = batch.max(1);
     let size = pre.config().size;
     let d = vit.hidden_size();
@@ -251,11 +286,7 @@ pub(crate) fn extract_features<B: Backend>(
         let (_, flat) = load_batch(pre, chunk, Err)?;
         let x =
             Tensor::<B, 4>::from_data(TensorData::new(flat, [chunk.len(), 3, size, size]), device);
-        let z = match layer {
-            FeatureLayer::Cls => vit.forward(x),
-            FeatureLayer::After(n) => vit.forward_cls_after(x, n),
-        };
-        let v: Vec<f32> = z
+        let v: Vec<f32> = forward(x)
             .into_data()
             .convert::<f32>()
             .into_vec()
@@ -264,11 +295,12 @@ pub(crate) fn extract_features<B: Backend>(
         done += chunk.len();
         on_batch(done);
     }
-    Ok(Matrix {
+    let features = Matrix {
         rows: images.len(),
         cols: d,
         data,
-    })
+    };
+    Ok((features, applied))
 }
 
 /// Decodes and preprocesses `paths` in parallel into one `[n, 3, size, size]` buffer, in

@@ -10,7 +10,8 @@
 //! preprocessing, the split name and every image path; the sidecar `<key>.npy.json` is the
 //! [`FeatureMeta`] of `fairpo features`, and a file whose sidecar differs from what this run
 //! would compute is recomputed, with a warning naming the fields. With
-//! `trainable_layers = 0` only the CLS token is kept (the tail only reads it).
+//! `trainable_layers = 0` only the CLS token is kept (the tail only reads it). The trunk
+//! computes in `model.trunk_precision`; a bf16 trunk's outputs have keys of their own.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use fairpo_data::{Batch, BatchLoader, Split};
-use fairpo_vit::{ViTConfig, ViTTrunk};
+use fairpo_vit::{TrunkPrecision, ViTConfig, ViTTrunk};
 use sha2::{Digest, Sha256};
 
 use crate::config::RunConfig;
@@ -48,7 +49,10 @@ pub(crate) type HiddenBatches<'a, B> =
 
 /// Produces `(hidden [B,S,D], targets [B·T])` batches.
 pub(crate) struct TrunkFeatures<B: Backend> {
+    /// The trunk as loaded (f32), given back by [`TrunkFeatures::into_trunk`].
     trunk: ViTTrunk<B>,
+    /// The trunk that computes: `trunk` in `model.trunk_precision`.
+    compute: ViTTrunk<B>,
     device: B::Device,
     cache: Option<CacheSettings>,
     splits: HashMap<String, CachedSplit>,
@@ -89,11 +93,20 @@ impl<B: Backend> TrunkFeatures<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let has_params = trunk.embeddings.is_some();
+        let (compute, applied) = trunk.with_precision(cfg.model.trunk_precision);
+        if has_params {
+            tracing::info!("frozen trunk: {}", applied.describe());
+        }
+        let precision = applied.precision();
         let cache = if cfg.train.feature_cache && !augment && has_params {
             let mut h = Sha256::new();
             h.update(trunk_fingerprint.as_bytes());
             h.update(serde_json::to_vec(&cfg.data.preprocess)?);
             h.update(trainable_layers.to_le_bytes());
+            // Older caches (all f32) keep their keys.
+            if precision != TrunkPrecision::F32 {
+                h.update(precision.name().as_bytes());
+            }
             let base_key = hex(&h.finalize());
             Some(CacheSettings {
                 dir: cfg.train.cache_dir.clone(),
@@ -111,6 +124,7 @@ impl<B: Backend> TrunkFeatures<B> {
                     tokens: 0,
                     dim: 0,
                     images_sha256: String::new(),
+                    trunk_precision: precision,
                 },
                 max_floats: MAX_CACHE_FLOATS,
             })
@@ -122,6 +136,7 @@ impl<B: Backend> TrunkFeatures<B> {
         };
         Ok(Self {
             trunk,
+            compute,
             device: device.clone(),
             cache,
             splits: HashMap::new(),
@@ -142,7 +157,7 @@ impl<B: Backend> TrunkFeatures<B> {
             ),
             &self.device,
         );
-        let h = self.trunk.forward(pixels);
+        let h = self.compute.forward(pixels);
         match &self.cache {
             Some(c) if c.cls_only => {
                 let [b, _, d] = h.dims();

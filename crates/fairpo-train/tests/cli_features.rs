@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fairpo_train::{load_cached, sidecar_path, FeatureLayer, FeatureMeta};
+use fairpo_vit::TrunkPrecision;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fairpo-vit/tests/fixtures")
@@ -113,6 +114,68 @@ fn list_file_and_intermediate_layer() {
         &fairpo_io::read_npy_f32(&out).unwrap(),
         "images_layer1_cls.npy",
     );
+}
+
+/// `--precision bf16`: the layers before the last run in bf16 where this CPU has the AMX
+/// tile unit (else f32, said in the log). The features stay close to transformers' f32 ones,
+/// and the sidecar records what ran, so an f32 cache is not mistaken for it.
+#[test]
+fn bf16_precision_is_close_to_f32_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("f.npy");
+    let o = Command::new(env!("CARGO_BIN_EXE_fairpo"))
+        .args([
+            "features",
+            "--weights",
+            s(&fixtures().join("vit_tiny")),
+            "--images",
+            s(&fixtures().join("images")),
+            "--out",
+            s(&out),
+            "--precision",
+            "bf16",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    let got = fairpo_io::read_npy_f32(&out).unwrap();
+    let want = fairpo_io::read_npy_f32(fixtures().join("images_cls.npy")).unwrap();
+    let meta: FeatureMeta =
+        serde_json::from_str(&std::fs::read_to_string(sidecar_path(&out)).unwrap()).unwrap();
+    let max = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    match meta.trunk_precision {
+        TrunkPrecision::Bf16 => {
+            assert!(
+                log.contains("frozen layers: bf16 products on the AMX tile unit in 1 layer"),
+                "{log}"
+            );
+            // Measured 1.1e-2 (values of size ~2): bf16 operands in one layer.
+            assert!(max > 0.0 && max < 5e-2, "max abs diff {max}");
+            for (g, w) in got.data.chunks(got.cols).zip(want.data.chunks(want.cols)) {
+                let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+                let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+                let cosine = dot / (norm(g) * norm(w));
+                assert!(cosine > 0.9995, "cosine {cosine}");
+            }
+        }
+        TrunkPrecision::F32 => {
+            assert!(log.contains("bf16 was asked for, but"), "{log}");
+            assert!(max <= 1e-4, "the f32 fallback must be f32: {max}");
+        }
+    }
+    let mut f32_meta = meta.clone();
+    f32_meta.trunk_precision = TrunkPrecision::F32;
+    if meta.trunk_precision == TrunkPrecision::Bf16 {
+        let err = load_cached(&out, &f32_meta).unwrap_err().to_string();
+        assert!(err.contains("trunk precision"), "{err}");
+    }
 }
 
 fn expect_error(args: &[&str], needles: &[&str]) {

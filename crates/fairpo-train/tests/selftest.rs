@@ -31,16 +31,32 @@ fn quick_selftest_passes_on_the_cpu_and_covers_every_section() {
         "| agreement | gradients of the last 2 layers + heads, worst of",
         "| throughput | small ViT-B/16-shaped ViT forward, batch 4, Matmul attention",
         "| throughput | small ViT-B/16-shaped ViT forward, batch 4, Fused attention",
+        "| throughput | small ViT-B/16-shaped ViT forward, batch 4, bf16 trunk",
         "| throughput | paper's training step",
+        "f32 trunk, batch 4 |",
+        "bf16 trunk, batch 4 |",
         "| end to end | coco-sft preset",
         "| end to end | coco-cpo preset",
     ] {
         assert!(table.contains(needle), "{needle:?} missing from\n{table}");
     }
+    // The bf16 parity rows pass where this CPU has AMX, and say why they did not run
+    // elsewhere.
+    let bf16: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains(", bf16 trunk: max"))
+        .collect();
+    assert_eq!(bf16.len(), 2, "{table}");
+    let bf16_ran = bf16.iter().filter(|l| l.ends_with("| pass |")).count();
+    assert!(
+        bf16_ran == 2 || bf16.iter().all(|l| l.contains("not run: ")),
+        "{table}"
+    );
     let passes = table.lines().filter(|l| l.ends_with("| pass |")).count();
     assert_eq!(
-        passes, 8,
-        "2 parity + 4 agreement + 2 end-to-end rows:\n{table}"
+        passes,
+        8 + bf16_ran,
+        "2 parity (+ 2 bf16) + 4 agreement + 2 end-to-end rows:\n{table}"
     );
 }
 

@@ -9,9 +9,14 @@ use std::path::Path;
 use common::{fairpo_command, run_ok};
 
 fn config(dir: &Path, name: &str) -> String {
+    config_with(dir, name, "")
+}
+
+/// [`config`] with `model` lines added to `[model]`.
+fn config_with(dir: &Path, name: &str, model: &str) -> String {
     let p = dir.join(format!("{name}.toml"));
     let text = format!(
-        "name = \"{name}\"\n[model]\ntrainable_layers = 1\nheads_hidden = [8]\n{}\n[objective]\nmethod = \"bce\"\n[data]\nformat = \"coco\"\nroot = \"data\"\n[data.preprocess]\nsize = 16\n[train]\nepochs = 1\nbatch_size = 32\nworkers = 1\ncache_dir = \"cache\"\n",
+        "name = \"{name}\"\n[model]\ntrainable_layers = 1\nheads_hidden = [8]\n{model}\n{}\n[objective]\nmethod = \"bce\"\n[data]\nformat = \"coco\"\nroot = \"data\"\n[data.preprocess]\nsize = 16\n[train]\nepochs = 1\nbatch_size = 32\nworkers = 1\ncache_dir = \"cache\"\n",
         common::TINY_SCRATCH_VIT
     );
     std::fs::write(&p, text).unwrap();
@@ -20,7 +25,10 @@ fn config(dir: &Path, name: &str) -> String {
 
 /// Runs a training and returns its log output and `scores.npy`.
 fn train(dir: &Path, name: &str) -> (String, Vec<u8>) {
-    let cfg = config(dir, name);
+    train_config(dir, name, config(dir, name))
+}
+
+fn train_config(dir: &Path, name: &str, cfg: String) -> (String, Vec<u8>) {
     let out = fairpo_command(&["train", "--config", &cfg], dir)
         .env("RUST_LOG", "info")
         .output()
@@ -71,4 +79,37 @@ fn cache_is_reused_and_a_stale_sidecar_is_recomputed() {
     );
     assert!(!log.contains("feature cache hit"), "{log}");
     assert_eq!(first, stale, "recomputed features score as the first run");
+}
+
+/// A bf16 trunk computes other outputs, so it has a cache of its own: it neither reads nor
+/// overwrites the f32 run's. Without AMX the run says it falls back to f32 and shares the
+/// f32 cache.
+#[test]
+fn a_bf16_trunk_has_a_cache_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    run_ok(
+        &[
+            "data", "generate", "--out", "data", "--seed", "3", "--images", "80", "--size", "16",
+        ],
+        dir,
+        "data generate",
+    );
+    let (log, f32_scores) = train(dir, "f32");
+    assert!(log.contains("frozen trunk: f32"), "{log}");
+    let cfg = config_with(dir, "bf16", "trunk_precision = \"bf16\"");
+    let (log, bf16_scores) = train_config(dir, "bf16", cfg);
+    if log.contains("frozen trunk: bf16 products on the AMX tile unit in 1 layer") {
+        assert!(log.contains("feature cache written"), "{log}");
+        assert!(!log.contains("feature cache hit"), "{log}");
+        assert_ne!(f32_scores, bf16_scores, "the bf16 trunk gave f32's scores");
+        // The f32 run still finds its own cache.
+        let (log, again) = train(dir, "f32-again");
+        assert!(log.contains("feature cache hit"), "{log}");
+        assert_eq!(f32_scores, again);
+    } else {
+        assert!(log.contains("bf16 was asked for, but"), "{log}");
+        assert!(log.contains("feature cache hit"), "{log}");
+        assert_eq!(f32_scores, bf16_scores);
+    }
 }

@@ -9,6 +9,9 @@
 //! - train step: frozen trunk (embeddings + layers 0..10) on the inner backend, trainable last
 //!   layer + final LayerNorm + 80 per-label MLP heads (fairpo-heads, 768-256-64-16-4-1),
 //!   BCE loss, backward, AdamW step.
+//! - bf16 trunk: the first 11 layers through `ViTTrunk::with_precision(Bf16)` (on the CPU the
+//!   AMX tile kernel), the last layer f32; forward and train step, against PyTorch's bf16
+//!   autocast.
 //! - PyTorch eager: `bench/vit.py` (transformers ViTModel, `torch.set_num_threads(2)`, same
 //!   shapes and settings), run in the same process tree right after ours; the table shows
 //!   ours / PyTorch. Skipped, with the reason printed, when python3/torch/transformers are
@@ -24,7 +27,7 @@ use burn::tensor::activation::softplus;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use fairpo_heads::{Heads, HeadsConfig};
-use fairpo_vit::{AttentionKind, ViTConfig, ViTTail};
+use fairpo_vit::{AttentionKind, TrunkPrecision, ViTConfig, ViTTail};
 
 // glibc hands large freed buffers back to the OS, so every fresh tensor page-faults; see
 // the workspace Cargo.toml.
@@ -104,9 +107,34 @@ fn forward_ips<B: Backend>(
     batch as f64 / s
 }
 
-fn train_ips<B: AutodiffBackend>(batch: usize, iters: usize, dev: &B::Device) -> f64 {
+/// Forward with the first 11 layers as a frozen trunk in `precision` and the last layer in
+/// f32 (as in the paper's step); the applied precision is printed.
+fn forward_trunk_ips<B: Backend>(
+    precision: TrunkPrecision,
+    batch: usize,
+    iters: usize,
+    dev: &B::Device,
+) -> f64 {
+    let (trunk, tail) = ViTConfig::base_patch16_224().init::<B>(dev).split(1);
+    let (trunk, applied) = trunk.with_precision(precision);
+    eprintln!("trunk: {}", applied.describe());
+    let x = Tensor::<B, 4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), dev);
+    let s = time(iters, || {
+        let _ = tail.forward(trunk.forward(x.clone())).into_data();
+    });
+    batch as f64 / s
+}
+
+fn train_ips<B: AutodiffBackend>(
+    precision: TrunkPrecision,
+    batch: usize,
+    iters: usize,
+    dev: &B::Device,
+) -> f64 {
     let vit = ViTConfig::base_patch16_224().init::<B>(dev);
     let (trunk, tail) = vit.split_frozen(1);
+    let (trunk, applied) = trunk.with_precision(precision);
+    eprintln!("trunk: {}", applied.describe());
     let heads = HeadsConfig::new(80, 768).init::<B>(dev);
     let mut model = Some(Trainable { tail, heads });
     let mut optim = AdamWConfig::new()
@@ -178,6 +206,8 @@ fn main() {
         .unwrap_or(1);
     println!("ViT-B/16 (random weights), 224 px, {} timed iteration(s) after 1 warm-up, {threads} CPU thread(s)", o.iters);
     let mut rows: Vec<(String, &'static str, usize, f64)> = Vec::new();
+    // PyTorch rows are matched by measurement name: "forward", "train_step", and the
+    // bf16-autocast "forward_bf16", "train_step_bf16".
 
     if o.device == "cpu" {
         let dev = Default::default();
@@ -208,12 +238,30 @@ fn main() {
         }
         for &b in &o.batches {
             rows.push((
+                "Flex, bf16 trunk".into(),
+                "forward_bf16",
+                b,
+                forward_trunk_ips::<Flex>(TrunkPrecision::Bf16, b, o.iters, &dev),
+            ));
+            eprintln!("done: Flex bf16-trunk forward b={b}");
+        }
+        for &b in &o.batches {
+            rows.push((
                 "Flex".into(),
                 "train_step",
                 b,
-                train_ips::<Autodiff<Flex>>(b, o.iters, &dev),
+                train_ips::<Autodiff<Flex>>(TrunkPrecision::F32, b, o.iters, &dev),
             ));
             eprintln!("done: Flex train b={b}");
+        }
+        for &b in &o.batches {
+            rows.push((
+                "Flex, bf16 trunk".into(),
+                "train_step_bf16",
+                b,
+                train_ips::<Autodiff<Flex>>(TrunkPrecision::Bf16, b, o.iters, &dev),
+            ));
+            eprintln!("done: Flex bf16-trunk train b={b}");
         }
     } else {
         run_gpu(&o, &mut rows);
@@ -267,7 +315,19 @@ fn run_gpu(o: &Opts, rows: &mut Vec<(String, &'static str, usize, f64)>) {
             "Cuda f32".into(),
             "train_step",
             b,
-            train_ips::<Autodiff<Cuda>>(b, o.iters, &dev),
+            train_ips::<Autodiff<Cuda>>(TrunkPrecision::F32, b, o.iters, &dev),
+        ));
+        rows.push((
+            "Cuda, bf16 trunk".into(),
+            "forward_bf16",
+            b,
+            forward_trunk_ips::<Cuda>(TrunkPrecision::Bf16, b, o.iters, &dev),
+        ));
+        rows.push((
+            "Cuda, bf16 trunk".into(),
+            "train_step_bf16",
+            b,
+            train_ips::<Autodiff<Cuda>>(TrunkPrecision::Bf16, b, o.iters, &dev),
         ));
     }
 }

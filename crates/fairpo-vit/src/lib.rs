@@ -8,7 +8,8 @@
 //! - [`ViT`]: `forward(pixels [B,3,H,W]) -> CLS [B,D]` after the final LayerNorm, and the
 //!   hidden states after any layer ([`ViT::forward_cls_after`], [`ViT::forward_hidden_states`]).
 //! - The freeze policy: [`ViT::split`] / [`ViT::split_frozen`] into a frozen [`ViTTrunk`]
-//!   and a trainable [`ViTTail`].
+//!   and a trainable [`ViTTail`]; [`ViTTrunk::with_precision`] runs the trunk in bf16
+//!   ([`TrunkPrecision`]; on the CPU through the AMX tile unit).
 //! - Weights: [`load_hf_dir`] reads `model.safetensors` or `pytorch_model.bin` in either HF
 //!   layout (`ViTModel`, or `ViTForImageClassification` with the `vit.` prefix) with one
 //!   explicit key table ([`hf_key_table`]) (`preprocessor_config.json` is read by fairpo-data);
@@ -24,6 +25,7 @@ mod error;
 mod hf_writer;
 mod kernels;
 mod model;
+mod precision;
 mod weights;
 
 pub use alloc::mimalloc_keep_freed_memory;
@@ -35,6 +37,7 @@ pub use model::{
     cls, patchify, Attention, AttentionKind, Embeddings, Encoder, EncoderLayer, Intermediate,
     Output, PatchEmbeddings, SelfAttention, SelfOutput, ViT, ViTOutput, ViTTail, ViTTrunk,
 };
+pub use precision::{AppliedPrecision, TrunkPrecision};
 pub use weights::{
     hf_key_table, load_checkpoint, load_hf_dir, load_hf_weights, read_tensors, record_from_bytes,
     record_to_bytes, save_checkpoint, KeySpec, LoadedViT, Transform, IGNORED_PREFIXES,

@@ -7,11 +7,12 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, FloatDType, Tensor};
 
 use crate::config::ViTConfig;
 use crate::error::VitError;
-use crate::kernels::{gelu, softmax_last, try_layer_forward, LayerParams};
+use crate::kernels::{self, gelu, softmax_last, try_layer_forward, LayerParams};
+use crate::precision::{cast_floats, AppliedPrecision, TrunkPrecision};
 
 /// How multi-head attention is computed.
 ///
@@ -284,6 +285,29 @@ impl<B: Backend> EncoderLayer<B> {
             heads: attention.num_heads(),
             eps: self.layer_norm_eps,
         }
+    }
+
+    /// This layer with its six dense weights in bf16 for the AMX host kernel, when attention
+    /// is `Matmul` and every one of them can be (see `kernels::bf16_host_weight`).
+    fn to_bf16_host(&self) -> Option<Self> {
+        if self.attention.attention.kind != AttentionKind::Matmul {
+            return None;
+        }
+        let mut layer = self.clone();
+        let attention = &mut layer.attention.attention;
+        let dense = [
+            &mut attention.query,
+            &mut attention.key,
+            &mut attention.value,
+            &mut layer.attention.output.dense,
+            &mut layer.intermediate.dense,
+            &mut layer.output.dense,
+        ];
+        for linear in dense {
+            let w = kernels::bf16_host_weight(&linear.weight.val())?;
+            linear.weight = linear.weight.clone().map(|_| w);
+        }
+        Some(layer)
     }
 
     /// The layer in burn's ops, on any backend.
@@ -586,6 +610,7 @@ impl<B: Backend> ViT<B> {
             patch_size: self.patch_size,
             image_size: self.image_size,
             num_channels: self.num_channels,
+            bf16_tensors: false,
         }
         .no_grad();
         let tail = ViTTail {
@@ -659,9 +684,61 @@ pub struct ViTTrunk<B: Backend> {
     image_size: usize,
     #[module(skip)]
     num_channels: usize,
+    /// Whether the parameters are bf16 tensors, so that forward casts in and out.
+    #[module(skip)]
+    bf16_tensors: bool,
 }
 
 impl<B: Backend> ViTTrunk<B> {
+    /// This trunk computing in `precision`, and what that meant on this backend and machine
+    /// (see [`TrunkPrecision`]). The weights are converted once, here; `self` is unchanged
+    /// (keep it for saving and fingerprints: the converted copy holds rounded weights).
+    pub fn with_precision(&self, precision: TrunkPrecision) -> (Self, AppliedPrecision) {
+        let unchanged =
+            |fallback: Option<String>| (self.clone(), AppliedPrecision::F32 { fallback });
+        if precision == TrunkPrecision::F32 || self.bf16_tensors {
+            return unchanged(None);
+        }
+        if !kernels::is_flex::<B>() {
+            return (self.to_bf16_tensors(), AppliedPrecision::Bf16Tensors);
+        }
+        if let Err(why) = kernels::amx_status() {
+            return unchanged(Some(format!(
+                "{why}: the CPU path has no bf16 speed-up without AMX"
+            )));
+        }
+        let mut layers = 0;
+        let converted = self
+            .layers
+            .iter()
+            .map(|l| match l.to_bf16_host() {
+                Some(bf16) => {
+                    layers += 1;
+                    bf16
+                }
+                None => l.clone(),
+            })
+            .collect();
+        if layers == 0 {
+            return unchanged(Some(
+                "no trunk layer has shapes the AMX kernel takes (width and MLP size multiples of 32, matmul attention)".into(),
+            ));
+        }
+        let trunk = Self {
+            layers: converted,
+            ..self.clone()
+        };
+        (trunk, AppliedPrecision::Bf16Amx { layers })
+    }
+
+    /// Every parameter cast to bf16; forward then casts its input to bf16 and its output
+    /// back to f32.
+    pub(crate) fn to_bf16_tensors(&self) -> Self {
+        let mut trunk = cast_floats(self.clone(), FloatDType::BF16);
+        trunk.bf16_tensors = true;
+        trunk
+    }
+
     /// Run the frozen part.
     ///
     /// # Shapes
@@ -673,6 +750,10 @@ impl<B: Backend> ViTTrunk<B> {
         let Some(emb) = &self.embeddings else {
             return patches;
         };
+        if self.bf16_tensors {
+            let x = forward_layers(&self.layers, emb.forward(patches.cast(FloatDType::BF16)));
+            return forward_norm_if_held(&self.layernorm, x).cast(FloatDType::F32);
+        }
         let x = forward_layers(&self.layers, emb.forward(patches));
         forward_norm_if_held(&self.layernorm, x)
     }

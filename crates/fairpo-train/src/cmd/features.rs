@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use fairpo_data::Preprocessor;
+use fairpo_vit::TrunkPrecision;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::{run_on, BackendTask, DeviceSpec};
@@ -34,6 +35,11 @@ pub struct FeaturesArgs {
     /// (before the final LayerNorm; 0 = embeddings).
     #[arg(long, default_value = "cls")]
     pub layer: FeatureLayer,
+    /// Number format of every encoder layer before the one the feature is read after:
+    /// f32, or bf16 (on the CPU it needs the AMX tile unit, and falls back to f32 with a
+    /// log line without it). Recorded in the sidecar.
+    #[arg(long, default_value = "f32")]
+    pub precision: TrunkPrecision,
     /// Images per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -90,12 +96,14 @@ fn extract<B: burn::tensor::backend::Backend>(args: FeaturesArgs, device: B::Dev
         &images,
         &pre,
         args.layer,
+        args.precision,
         args.batch,
         &device,
         |done| bar.set_position(done as u64),
     );
     bar.finish_and_clear();
-    let features = features?;
+    let (features, applied) = features?;
+    tracing::info!("frozen layers: {}", applied.describe());
     let secs = start.elapsed().as_secs_f64();
 
     let meta = FeatureMeta {
@@ -109,6 +117,7 @@ fn extract<B: burn::tensor::backend::Backend>(args: FeaturesArgs, device: B::Dev
         tokens: 1,
         dim: features.cols,
         images_sha256: sha256_paths(&images),
+        trunk_precision: applied.precision(),
     };
     write_features(&args.out, &features, &meta)?;
     tracing::info!(

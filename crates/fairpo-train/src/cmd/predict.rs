@@ -126,6 +126,12 @@ impl BackendTask for PredictTask<'_> {
     type Output = Result<Vec<Prediction>>;
     fn run<AB: AutodiffBackend>(self, device: AB::Device) -> Self::Output {
         let model = self.run.model::<AB::InnerBackend>(&device)?;
+        let (trunk, applied) = model
+            .trunk
+            .with_precision(self.run.cfg.model.trunk_precision);
+        if model.trunk.embeddings.is_some() {
+            tracing::info!("frozen trunk: {}", applied.describe());
+        }
         // The run's evaluation preprocessing (augmentation never applies outside training).
         let pre = Preprocessor::new(self.run.cfg.data.preprocess.clone())?;
         let size = pre.config().size;
@@ -153,7 +159,7 @@ impl BackendTask for PredictTask<'_> {
                 TensorData::new(flat, [kept.len(), 3, size, size]),
                 &device,
             );
-            let probs = probabilities(model.policy.forward(model.trunk.forward(x)));
+            let probs = probabilities(model.policy.forward(trunk.forward(x)));
             let t = probs.len() / kept.len();
             out.extend(
                 kept.into_iter()

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use fairpo_vit::TrunkPrecision;
 use serde::{Deserialize, Serialize};
 
 /// How many of the backbone's last encoder layers are trained.
@@ -123,6 +124,13 @@ pub struct ModelConfig {
     pub trainable_layers: TrainableLayers,
     /// Hidden widths of each label's MLP head (paper E.2: `[256, 64, 16, 4]`).
     pub heads_hidden: Vec<usize>,
+    /// Number format of the frozen trunk: `"f32"` or `"bf16"` (bf16 products, f32
+    /// accumulation; the trainable tail, heads, losses and optimiser stay f32). On the CPU
+    /// bf16 needs the AMX tile unit (Sapphire Rapids or later) and falls back to f32, with a
+    /// log line, without it; on CUDA it runs burn's ops on bf16 tensors. Training,
+    /// evaluation and `fairpo predict` of the run use it. Default `"f32"` (see the README's
+    /// measurements).
+    pub trunk_precision: TrunkPrecision,
 }
 
 impl Default for ModelConfig {
@@ -136,6 +144,7 @@ impl Default for ModelConfig {
             backbone_preprocessing: true,
             trainable_layers: TrainableLayers::Last(1),
             heads_hidden: vec![256, 64, 16, 4],
+            trunk_precision: TrunkPrecision::F32,
         }
     }
 }

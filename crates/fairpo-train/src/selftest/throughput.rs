@@ -1,4 +1,5 @@
-//! The `throughput` rows: the ViT forward (both attention kinds) and the paper's training step
+//! The `throughput` rows: the ViT forward (both attention kinds, and with a bf16 trunk) and
+//! the paper's training step (f32 and bf16 trunk)
 //! (frozen trunk, trainable last layer + heads, reference tail + heads, FairPO-CPO with GRPO,
 //! AdamW) at several batch sizes. Warm-up runs are not timed: kernels are compiled and
 //! autotuned at first use on a GPU, and buffers are first allocated on every device.
@@ -13,7 +14,7 @@ use burn::tensor::Distribution;
 use fairpo_grpo::Scheduler;
 use fairpo_heads::HeadsConfig;
 use fairpo_objectives::ObjectiveConfig;
-use fairpo_vit::{AttentionKind, ViTConfig, ViTTrunk};
+use fairpo_vit::{AppliedPrecision, AttentionKind, TrunkPrecision, ViTConfig, ViTTrunk};
 
 use super::{Report, SelftestOptions};
 use crate::config::TrainSettings;
@@ -77,18 +78,32 @@ pub(super) fn measure(opts: &SelftestOptions, report: &mut Report) {
             row(report, what, batch, run_on(&opts.device, task));
         }
     }
-    for &batch in &steps {
+    for &batch in &forward {
         let task = Measure {
             cfg: cfg.clone(),
-            work: Work::Step,
+            work: Work::ForwardBf16Trunk,
             batch,
             warmup,
             timed,
         };
-        let what = format!(
-            "paper's training step ({name}, last layer + 80 heads, CPO + GRPO, AdamW), batch {batch}"
-        );
+        let what = format!("{name} forward, batch {batch}, bf16 trunk (all but the last layer)");
         row(report, what, batch, run_on(&opts.device, task));
+    }
+    for precision in [TrunkPrecision::F32, TrunkPrecision::Bf16] {
+        for &batch in &steps {
+            let task = Measure {
+                cfg: cfg.clone(),
+                work: Work::Step(precision),
+                batch,
+                warmup,
+                timed,
+            };
+            let what = format!(
+                "paper's training step ({name}, last layer + 80 heads, CPO + GRPO, AdamW), {} trunk, batch {batch}",
+                precision.name()
+            );
+            row(report, what, batch, run_on(&opts.device, task));
+        }
     }
 }
 
@@ -96,18 +111,29 @@ fn row(
     report: &mut Report,
     what: String,
     batch: usize,
-    seconds: Result<Result<f64>, crate::device::DeviceError>,
+    measured: Result<Result<(f64, Option<AppliedPrecision>)>, crate::device::DeviceError>,
 ) {
-    match seconds.map_err(anyhow::Error::from).and_then(|r| r) {
-        Ok(s) => report.push(
-            SECTION,
-            what,
-            format!(
-                "{:.1} img/s ({:.1} ms per batch)",
-                batch as f64 / s,
-                1e3 * s
-            ),
-        ),
+    match measured.map_err(anyhow::Error::from).and_then(|r| r) {
+        Ok((s, applied)) => {
+            // A bf16 row that fell back says so, so that it is not read as a bf16 figure.
+            let note = match applied {
+                Some(AppliedPrecision::F32 {
+                    fallback: Some(why),
+                }) => {
+                    format!("; ran in f32: {why}")
+                }
+                _ => String::new(),
+            };
+            report.push(
+                SECTION,
+                what,
+                format!(
+                    "{:.1} img/s ({:.1} ms per batch){note}",
+                    batch as f64 / s,
+                    1e3 * s
+                ),
+            )
+        }
         Err(e) => report.outcome(SECTION, what, Err(e)),
     }
 }
@@ -129,8 +155,10 @@ fn time(warmup: usize, timed: usize, mut f: impl FnMut() -> Result<()>) -> Resul
 enum Work {
     /// The ViT's inference forward with this attention kind.
     Forward(AttentionKind),
-    /// [`PaperStep`] with 80 labels, 16 of them privileged.
-    Step,
+    /// The forward with every layer but the last as a bf16 trunk.
+    ForwardBf16Trunk,
+    /// [`PaperStep`] with 80 labels, 16 of them privileged, and this trunk precision.
+    Step(TrunkPrecision),
 }
 
 struct Measure {
@@ -142,34 +170,51 @@ struct Measure {
 }
 
 impl BackendTask for Measure {
-    type Output = Result<f64>;
+    /// Seconds per batch, and the trunk precision applied where one was asked for.
+    type Output = Result<(f64, Option<AppliedPrecision>)>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let (warmup, timed) = (self.warmup, self.timed);
+        let s = self.cfg.image_size;
+        let x = || {
+            Tensor::<B::InnerBackend, 4>::random(
+                [self.batch, 3, s, s],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+        };
         match self.work {
             Work::Forward(attention) => {
                 let vit = self
                     .cfg
                     .try_init::<B::InnerBackend>(&device)?
                     .with_attention(attention);
-                let s = self.cfg.image_size;
-                let x = Tensor::<B::InnerBackend, 4>::random(
-                    [self.batch, 3, s, s],
-                    Distribution::Normal(0.0, 1.0),
-                    &device,
-                );
-                time(warmup, timed, || {
+                let x = x();
+                let secs = time(warmup, timed, || {
                     // Reading the result back waits for the device.
                     let _ = vit.forward(x.clone()).into_data();
                     Ok(())
-                })
+                })?;
+                Ok((secs, None))
             }
-            Work::Step => {
+            Work::ForwardBf16Trunk => {
+                let (trunk, tail) = self.cfg.try_init::<B::InnerBackend>(&device)?.split(1);
+                let (trunk, applied) = trunk.with_precision(TrunkPrecision::Bf16);
+                let x = x();
+                let secs = time(warmup, timed, || {
+                    let _ = tail.forward(trunk.forward(x.clone())).into_data();
+                    Ok(())
+                })?;
+                Ok((secs, Some(applied)))
+            }
+            Work::Step(precision) => {
                 let mut step = PaperStep::<B>::new(&self.cfg, 80, 16, self.batch, &device)?;
+                let applied = step.set_trunk_precision(precision);
                 let mut n = 0;
-                time(warmup, timed, || {
+                let secs = time(warmup, timed, || {
                     n += 1;
                     step.run(n).map(|_| ())
-                })
+                })?;
+                Ok((secs, Some(applied)))
             }
         }
     }
@@ -234,6 +279,13 @@ impl<B: AutodiffBackend> PaperStep<B> {
             targets,
             width: cfg.hidden_size,
         })
+    }
+
+    /// Runs the frozen trunk in `precision` from now on (converted from its f32 weights).
+    pub fn set_trunk_precision(&mut self, precision: TrunkPrecision) -> AppliedPrecision {
+        let (trunk, applied) = self.trunk.with_precision(precision);
+        self.trunk = trunk;
+        applied
     }
 
     /// Runs step `step_no` and waits for the device; returns the seconds spent in the frozen

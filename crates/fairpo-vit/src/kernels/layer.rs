@@ -24,10 +24,11 @@ use burn::backend::Flex;
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{bf16, DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use super::amx;
 use super::attention::attention;
 use super::dispatch::cast;
 use super::gelu::gelu_f32;
@@ -108,41 +109,58 @@ pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
     }
 }
 
-/// A 2-D f32 weight `[rows, cols]` in whatever strides it is stored with.
+/// A 2-D weight `[rows, cols]` = `[in, out]`: f32 in whatever strides it is stored with,
+/// or bf16 stored `[out, in]` (see [`super::bf16_host_weight`]) for the AMX kernel.
 pub(super) struct Matrix {
     tensor: FlexTensor,
     pub(super) rows: usize,
     pub(super) cols: usize,
     row_stride: usize,
     col_stride: usize,
+    bf16: bool,
 }
 
 impl Matrix {
     fn of(param: &Param<Tensor<Flex, 2>>) -> Option<Self> {
         let tensor = param.val().into_primitive().tensor();
-        if tensor.dtype() != DType::F32 {
-            return None;
-        }
         let [rows, cols] = [tensor.layout().shape()[0], tensor.layout().shape()[1]];
         let strides = tensor.layout().strides();
         // Negative strides (a flipped view) are not worth supporting here.
         let row_stride = usize::try_from(strides[0]).ok()?;
         let col_stride = usize::try_from(strides[1]).ok()?;
+        let bf16 = match tensor.dtype() {
+            DType::F32 => false,
+            DType::BF16 => {
+                let out_in = row_stride == 1 && col_stride == rows;
+                (out_in && amx::available() && amx::supports(cols, rows)).then_some(true)?
+            }
+            _ => return None,
+        };
         Some(Self {
             tensor,
             rows,
             cols,
             row_stride,
             col_stride,
+            bf16,
         })
     }
 
     fn view(&self) -> In<'_> {
+        assert!(!self.bf16, "an f32 view of a bf16 weight");
         In {
             data: &self.tensor.storage::<f32>()[self.tensor.layout().start_offset()..],
             rs: self.row_stride,
             cs: self.col_stride,
         }
+    }
+
+    /// The bf16 values `[out, in]` row-major, when the weight is bf16.
+    fn bf16_out_in(&self) -> Option<&[bf16]> {
+        self.bf16.then(|| {
+            let start = self.tensor.layout().start_offset();
+            &self.tensor.storage::<bf16>()[start..start + self.rows * self.cols]
+        })
     }
 }
 
@@ -211,6 +229,10 @@ impl Dense {
     ) {
         let (k, n) = (self.weight.rows, self.weight.cols);
         let m = lhs.len() / k;
+        if self.weight.bf16 {
+            let packed = amx::PackedTokens::new(lhs, m, k);
+            return self.matmul_packed(&packed, out, out_stride, accumulate, scale);
+        }
         let out = Out::new(out, out_stride);
         gemm_into(
             m,
@@ -222,6 +244,22 @@ impl Dense {
             self.weight.view(),
             scale,
         );
+    }
+
+    /// [`Dense::matmul_into`] of a bf16 weight on activations already packed for it.
+    ///
+    /// # Panics
+    /// If the weight is f32.
+    fn matmul_packed(
+        &self,
+        lhs: &amx::PackedTokens,
+        out: &mut [f32],
+        out_stride: usize,
+        accumulate: bool,
+        scale: f32,
+    ) {
+        let w = self.weight.bf16_out_in().expect("a bf16 weight");
+        amx::dense(lhs, w, self.weight.cols, out, out_stride, accumulate, scale);
     }
 
     /// `out (+)= scale · g · Wᵀ` `[rows, in]`: the input gradient of `y = x·W` from
@@ -332,15 +370,7 @@ impl Weights {
 
     /// Whether every Linear has a bias and every LayerNorm a β (the training path assumes so).
     pub(super) fn has_every_bias(&self) -> bool {
-        let dense = [
-            &self.query,
-            &self.key,
-            &self.value,
-            &self.attn_out,
-            &self.mlp_in,
-            &self.mlp_out,
-        ];
-        dense.iter().all(|l| l.bias.is_some())
+        self.dense().iter().all(|l| l.bias.is_some())
             && self.norm_before.beta.is_some()
             && self.norm_after.beta.is_some()
     }
@@ -355,9 +385,36 @@ impl Weights {
         self.attn_out.add_bias(x);
     }
 
+    /// Whether every dense weight is f32 (what the training path's backward needs).
+    pub(super) fn is_f32(&self) -> bool {
+        self.dense().iter().all(|l| !l.weight.bf16)
+    }
+
+    fn dense(&self) -> [&Dense; 6] {
+        [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attn_out,
+            &self.mlp_in,
+            &self.mlp_out,
+        ]
+    }
+
     /// `qkv += n · [W_q/√hd | W_k | W_v]` for every token.
     pub(super) fn project_qkv(&self, normed: &[f32], qkv: &mut [f32], scale: f32) {
         let d = self.query.weight.rows;
+        let bf16 = [&self.query, &self.key, &self.value].map(|l| l.weight.bf16);
+        if bf16 == [true; 3] {
+            // One packing of the normed tokens for the three products.
+            let packed = amx::PackedTokens::new(normed, normed.len() / d, d);
+            self.query.matmul_packed(&packed, qkv, 3 * d, true, scale);
+            self.key
+                .matmul_packed(&packed, &mut qkv[d..], 3 * d, true, 1.0);
+            self.value
+                .matmul_packed(&packed, &mut qkv[2 * d..], 3 * d, true, 1.0);
+            return;
+        }
         self.query.matmul_into(normed, qkv, 3 * d, true, scale);
         self.key
             .matmul_into(normed, &mut qkv[d..], 3 * d, true, 1.0);

@@ -48,7 +48,9 @@ pub(crate) fn try_forward<B: Backend>(
         return Err(x);
     }
     let valid = InnerLayer::of(&ad);
-    let Some(weights) = Weights::of(&valid.params(&ad)).filter(Weights::has_every_bias) else {
+    let Some(weights) =
+        Weights::of(&valid.params(&ad)).filter(|w| w.has_every_bias() && w.is_f32())
+    else {
         return Err(x);
     };
     let Some(params) = parameter_tensors(&ad) else {
