@@ -358,6 +358,15 @@ fn sft_then_cpo_outputs_resume_eval_report_and_reference_errors() {
         "{out}"
     );
     assert!(dir.join("cmp/report.md").is_file() && dir.join("cmp/map.svg").is_file());
+    // ... and the paired bootstrap of cpo against sft: 8 intervals (4 metrics × 2 groups).
+    assert!(out.contains("**Paired bootstrap against `sft`**"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("| cpo | ") && l.contains('['))
+        .unwrap_or_else(|| panic!("no bootstrap row for cpo in\n{out}"));
+    assert_eq!(row.matches('[').count(), 8, "{row}");
+    let md = std::fs::read_to_string(dir.join("cmp/report.md")).unwrap();
+    assert!(md.contains(row), "report.md lacks the bootstrap row");
 
     // A reference trained on other labels is refused with a clear message.
     let bad_ref = dir.join("runs/sft-other-labels");

@@ -1,4 +1,5 @@
-//! `fairpo report`: compare finished runs in the paper's Table 1/2 layout.
+//! `fairpo report`: compare finished runs in the paper's Table 1/2 layout, with paired
+//! bootstrap intervals of every run's difference from the first.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,13 @@ pub struct ReportArgs {
     /// Also rewrite each run's own report.md and plots.
     #[arg(long)]
     pub runs_too: bool,
+    /// Paired bootstrap resamples of the test images for the intervals of every run's
+    /// difference from the first run (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap's draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Runs `fairpo report`.
@@ -30,7 +38,16 @@ pub fn run(args: ReportArgs) -> Result<()> {
             crate::report::write_run_report(&crate::run::RunPaths::new(r))?;
         }
     }
-    let md = crate::report::compare(&args.runs, args.out.as_deref(), args.paper.as_deref())?;
+    let bootstrap = crate::report::BootstrapSettings {
+        resamples: args.bootstrap,
+        seed: args.seed,
+    };
+    let md = crate::report::compare(
+        &args.runs,
+        args.out.as_deref(),
+        args.paper.as_deref(),
+        bootstrap,
+    )?;
     println!("{md}");
     if let Some(out) = &args.out {
         println!("comparison report: {}", out.join("report.md").display());

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use fairpo_io::Matrix;
+
+use super::bootstrap;
 use super::paper_tables::{self, PaperRow};
 use super::plots;
 use super::write_svg;
@@ -99,12 +102,23 @@ pub(super) fn cell(values: &[Option<f64>]) -> (String, Option<f64>) {
     }
 }
 
-/// The comparison of several runs: a Markdown table (the paper's Table 1/2 layout),
-/// and optionally files in `out` (`report.md`, `map.svg`). Returns the Markdown.
+/// How `fairpo report` resamples the test set for its intervals.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BootstrapSettings {
+    /// Paired resamples (0: no bootstrap section).
+    pub(crate) resamples: usize,
+    /// Seed of the draws.
+    pub(crate) seed: u64,
+}
+
+/// The comparison of several runs: a Markdown table (the paper's Table 1/2 layout), the
+/// paired bootstrap of every run against the first, and optionally files in `out`
+/// (`report.md`, `map.svg`). Returns the Markdown.
 pub(crate) fn compare(
     runs: &[PathBuf],
     out: Option<&Path>,
     paper_dataset: Option<&str>,
+    bootstrap: BootstrapSettings,
 ) -> Result<String> {
     if runs.is_empty() {
         bail!("no runs given");
@@ -198,6 +212,9 @@ pub(crate) fn compare(
             ],
         ));
     }
+    if bootstrap.resamples > 0 && runs.len() > 1 {
+        bootstrap_section(&mut md, runs, &rows, bootstrap)?;
+    }
     let dataset = paper_dataset.map(str::to_string).or_else(|| {
         let first = &order[0];
         ["coco", "nus"]
@@ -238,6 +255,110 @@ pub(crate) fn compare(
         fairpo_io::atomic_write(out.join("report.md"), full.as_bytes())?;
     }
     Ok(md)
+}
+
+/// The paired bootstrap of every run against the first, as a Markdown table.
+fn bootstrap_section(
+    md: &mut String,
+    runs: &[PathBuf],
+    rows: &[RunRow],
+    settings: BootstrapSettings,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let open = |r: &PathBuf| -> Result<(Matrix<f32>, Matrix<u8>, Vec<usize>)> {
+        let paths = RunPaths::new(r);
+        let scores = fairpo_io::read_npy_scores(paths.scores())
+            .with_context(|| format!("reading {}", paths.scores().display()))?;
+        let targets = fairpo_io::read_npy_targets(paths.targets())
+            .with_context(|| format!("reading {}", paths.targets().display()))?;
+        let partition = fairpo_metrics::Partition::load(paths.partition())
+            .with_context(|| format!("reading {}", paths.partition().display()))?;
+        Ok((scores, targets, partition.privileged))
+    };
+    let (ref_scores, targets, privileged) = open(&runs[0])?;
+    let cfg = crate::eval::Settings::from_config(&read_run_config(&runs[0])?).metrics;
+    let header: Vec<String> = bootstrap::GROUPS
+        .iter()
+        .flat_map(|g| {
+            bootstrap::METRICS
+                .iter()
+                .map(move |(m, _)| format!("Δ {m} {g}"))
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "
+**Paired bootstrap against `{}`** (test images resampled {} times with replacement, the same draws for both runs, seed {}; every metric over the whole resample): the difference on the full test set in points, then its 95% interval; **bold** where the interval excludes 0.
+",
+        rows[0].series, settings.resamples, settings.seed
+    );
+    let _ = writeln!(
+        md,
+        "| run | {} |
+|---|{}",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
+    for (run, row) in runs.iter().zip(rows).skip(1) {
+        let (scores, run_targets, run_privileged) = open(run)?;
+        if run_targets != targets || run_privileged != privileged {
+            let _ = writeln!(
+                md,
+                "| {} | not paired: its test targets or privileged labels differ from the reference's |{}",
+                row.series,
+                " |".repeat(header.len() - 1)
+            );
+            continue;
+        }
+        let intervals = bootstrap::paired(
+            &ref_scores,
+            &scores,
+            &targets,
+            &privileged,
+            &cfg,
+            settings.resamples,
+            settings.seed,
+        )?;
+        let cells: Vec<String> = intervals
+            .iter()
+            .flatten()
+            .map(|i| {
+                let text = format!(
+                    "{:+.2} [{:+.2}, {:+.2}]",
+                    100.0 * i.delta,
+                    100.0 * i.lo,
+                    100.0 * i.hi
+                );
+                if i.excludes_zero() {
+                    format!("**{text}**")
+                } else {
+                    text
+                }
+            })
+            .collect();
+        let name = run.file_name().map_or_else(
+            || run.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+    }
+    tracing::info!(
+        "paired bootstrap: {} run(s) x {} resamples in {:.1} s",
+        runs.len() - 1,
+        settings.resamples,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn read_run_config(run: &Path) -> Result<RunConfig> {
+    let paths = RunPaths::new(run);
+    let text = std::fs::read_to_string(paths.config())
+        .with_context(|| format!("reading {}", paths.config().display()))?;
+    Ok(RunConfig::from_toml_str(
+        &text,
+        &paths.config().display().to_string(),
+    )?)
 }
 
 fn paper_table(md: &mut String, rows: &[PaperRow]) {

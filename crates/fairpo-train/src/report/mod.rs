@@ -1,6 +1,8 @@
 //! Reports: a run's `report.md` with plots, and the comparison of several runs in the
-//! paper's Table 1/2 layout (with mean ± std over seeds and the paper's numbers beside).
+//! paper's Table 1/2 layout (with mean ± std over seeds, the paper's numbers beside, and a
+//! paired bootstrap of every run against the first).
 
+mod bootstrap;
 mod compare;
 mod paper_tables;
 mod plots;
@@ -10,7 +12,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-pub(crate) use compare::compare;
+pub(crate) use compare::{compare, BootstrapSettings};
 pub(crate) use run_report::write_run_report;
 
 fn write_svg(path: &Path, svg: Result<String, String>) -> Result<()> {
