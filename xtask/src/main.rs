@@ -26,7 +26,9 @@ cargo xtask <command>
         needs it and it is missing; for demo presets generates the demo data when absent;
         ends with the comparison table (reference vs this run) and the report path.
   reproduce [--dataset demo|coco|nus] [--seeds N]
-        the six methods (Tables 1/2) over N seeds (default 1), report with mean ± std.
+        the six methods (Tables 1/2) and a BCE fine-tuning control (FairPO-CPO's start and
+        trainable layer, plain BCE) over N seeds (default 1), report with mean ± std and
+        paired bootstrap intervals against BCE-SFT.
   ablate [--dataset demo|coco|nus] [--seeds N]
         FairPO-CPO ablations (Tables 3/4): configs/ablations/*.toml over <dataset>-cpo.
   sweep [--dataset demo|coco|nus]

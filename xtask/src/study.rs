@@ -1,7 +1,7 @@
 //! The experiment commands: `train <preset>`, `reproduce`, `ablate`, `sweep` (the paper's
 //! Tables 1–4 and 6–7 layouts), each a list of runs trained through `fairpo` and one report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -40,12 +40,27 @@ pub(crate) fn train(opts: &Opts) -> Result<()> {
 }
 
 /// `reproduce`: the six methods over the seeds (Tables 1/2).
+/// The overlay that turns a `<dataset>-cpo` preset into its BCE fine-tuning control.
+const BCE_CONTROL: &str = "configs/controls/bce-finetune.toml";
+
 pub(crate) fn reproduce(opts: &Opts) -> Result<()> {
     let ds = opts.dataset.as_deref().unwrap_or("demo");
     let methods = ["sft", "rw", "gdro", "dpo", "simpo", "cpo"];
     let mut runs = Vec::new();
     for seed in seeds(opts) {
         for m in methods {
+            if m == "dpo" {
+                // The control that none of the paper's tables has, between the baselines and
+                // FairPO: FairPO-CPO's start and trainable parameters, trained with plain BCE.
+                runs.push(train_with(
+                    &format!("{ds}-cpo"),
+                    Some(Path::new(BCE_CONTROL)),
+                    &format!("{ds}-bce-control"),
+                    seed,
+                    &opts.sets,
+                    opts.fresh,
+                )?);
+            }
             runs.push(train_preset(
                 &format!("{ds}-{m}"),
                 seed,

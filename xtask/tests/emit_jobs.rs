@@ -71,7 +71,8 @@ fn reproduce_plans_references_first_then_the_fairpo_runs() {
     let mut s2 = tasks(&read("stage-2.sbatch"));
     s1.sort();
     s2.sort();
-    // BCE-SFT, RW and GDRO start from the backbone; the FairPO runs wait for their reference.
+    // BCE-SFT, RW and GDRO start from the backbone; the FairPO runs and the BCE control wait
+    // for their reference.
     let named = |methods: &[&str]| {
         let mut v: Vec<String> = methods
             .iter()
@@ -81,7 +82,8 @@ fn reproduce_plans_references_first_then_the_fairpo_runs() {
         v
     };
     assert_eq!(s1, named(&["sft", "rw", "gdro"]));
-    let want = named(&["dpo", "simpo", "cpo"]);
+    // The BCE control starts from the reference too (configs/controls/bce-finetune.toml).
+    let want = named(&["bce-control", "dpo", "simpo", "cpo"]);
     assert_eq!(s2, want);
     // FairPO runs point at their own seed's reference.
     let stage2 = read("stage-2.sbatch");

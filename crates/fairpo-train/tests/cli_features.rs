@@ -33,13 +33,16 @@ fn assert_close(got: &fairpo_io::Matrix<f32>, want_npy: &str) {
         (want.rows, want.cols),
         "{want_npy}: shape"
     );
-    let max = got
-        .data
-        .iter()
-        .zip(&want.data)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max = max_abs_diff(got, &want);
     assert!(max <= 1e-4, "{want_npy}: max abs diff {max}");
+}
+
+fn max_abs_diff(a: &fairpo_io::Matrix<f32>, b: &fairpo_io::Matrix<f32>) -> f32 {
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
 
 #[test]
@@ -144,12 +147,7 @@ fn bf16_precision_is_close_to_f32_and_recorded() {
     let want = fairpo_io::read_npy_f32(fixtures().join("images_cls.npy")).unwrap();
     let meta: FeatureMeta =
         serde_json::from_str(&std::fs::read_to_string(sidecar_path(&out)).unwrap()).unwrap();
-    let max = got
-        .data
-        .iter()
-        .zip(&want.data)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max = max_abs_diff(&got, &want);
     match meta.trunk_precision {
         TrunkPrecision::Bf16 => {
             assert!(

@@ -41,17 +41,22 @@ fn train_config(dir: &Path, name: &str, cfg: String) -> (String, Vec<u8>) {
     )
 }
 
-#[test]
-fn cache_is_reused_and_a_stale_sidecar_is_recomputed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// A generated 16 px data set in `dir/data`.
+fn generate(dir: &Path, seed: &str, images: &str) {
     run_ok(
         &[
-            "data", "generate", "--out", "data", "--seed", "2", "--images", "120", "--size", "16",
+            "data", "generate", "--out", "data", "--seed", seed, "--images", images, "--size", "16",
         ],
         dir,
         "data generate",
     );
+}
+
+#[test]
+fn cache_is_reused_and_a_stale_sidecar_is_recomputed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    generate(dir, "2", "120");
     let (log, first) = train(dir, "first");
     assert!(log.contains("feature cache written"), "{log}");
     let (log, again) = train(dir, "again");
@@ -88,13 +93,7 @@ fn cache_is_reused_and_a_stale_sidecar_is_recomputed() {
 fn a_bf16_trunk_has_a_cache_of_its_own() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    run_ok(
-        &[
-            "data", "generate", "--out", "data", "--seed", "3", "--images", "80", "--size", "16",
-        ],
-        dir,
-        "data generate",
-    );
+    generate(dir, "3", "80");
     let (log, f32_scores) = train(dir, "f32");
     assert!(log.contains("frozen trunk: f32"), "{log}");
     let cfg = config_with(dir, "bf16", "trunk_precision = \"bf16\"");

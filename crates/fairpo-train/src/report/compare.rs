@@ -153,18 +153,17 @@ pub(crate) fn compare(
         }
         groups.entry(r.series.clone()).or_default().push(r);
     }
-    let sft_map_p: Option<f64> = order
-        .iter()
-        .find(|s| groups[*s][0].method == "bce")
-        .and_then(|s| {
-            cell(
-                &groups[s]
-                    .iter()
-                    .map(|r| r.m.groups.privileged.map)
-                    .collect::<Vec<_>>(),
-            )
-            .1
-        });
+    // The reference row: the first BCE series (BCE-SFT; a BCE control later is compared).
+    let sft_series = order.iter().find(|s| groups[*s][0].method == "bce");
+    let sft_map_p: Option<f64> = sft_series.and_then(|s| {
+        cell(
+            &groups[s]
+                .iter()
+                .map(|r| r.m.groups.privileged.map)
+                .collect::<Vec<_>>(),
+        )
+        .1
+    });
     let sel: Vec<String> = rows.iter().map(|r| r.m.selected_on.clone()).collect();
     let avg = rows[0].m.averaging.clone();
     let samples = rows[0].m.samples.clone();
@@ -187,8 +186,8 @@ pub(crate) fn compare(
             |f: &dyn Fn(&RunRow) -> Option<f64>| cell(&g.iter().map(|r| f(r)).collect::<Vec<_>>());
         let (map_p, map_p_mean) = col(&|r| r.m.groups.privileged.map);
         let (map_q, map_q_mean) = col(&|r| r.m.groups.non_privileged.map);
-        let delta = match (g[0].method.as_str(), map_p_mean, sft_map_p) {
-            ("bce", _, _) => "ref".to_string(),
+        let delta = match (Some(s) == sft_series, map_p_mean, sft_map_p) {
+            (true, _, _) => "ref".to_string(),
             (_, Some(a), Some(b)) => format!("{:+.2}", a - b),
             _ => "–".into(),
         };

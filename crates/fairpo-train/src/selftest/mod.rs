@@ -188,7 +188,6 @@ pub fn run(opts: &SelftestOptions) -> Result<Report> {
         return Ok(report);
     }
     parity::check(opts, &mut report);
-    parity::check_bf16(opts, &mut report);
     agreement::check(opts, &mut report);
     throughput::measure(opts, &mut report);
     e2e::check(opts, &mut report);

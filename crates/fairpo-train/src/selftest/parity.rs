@@ -46,30 +46,6 @@ pub(super) fn fixtures(root: &Path) -> PathBuf {
     root.join("crates/fairpo-vit/tests/fixtures")
 }
 
-pub(super) fn check(opts: &SelftestOptions, report: &mut Report) {
-    for (what, model, input, want) in CASES {
-        let dir = fixtures(&opts.root);
-        let task = Parity {
-            model: dir.join(model),
-            input: dir.join(input),
-            want: dir.join(want),
-            precision: TrunkPrecision::F32,
-        };
-        match run_on(&opts.device, task)
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r)
-        {
-            Ok((diff, scale, _)) => report.at_most(
-                SECTION,
-                format!("{what}: max |CLS − transformers|"),
-                diff,
-                bound(opts.device, scale),
-            ),
-            Err(e) => report.outcome(SECTION, what, Err(e)),
-        }
-    }
-}
-
 /// The bf16 trunk (every layer but the last) on the same fixtures: the largest CLS
 /// difference from transformers' f32 output, relative to its largest value. bf16 keeps 8
 /// bits of mantissa (relative rounding 4e-3 per operand). Measured on this project's CPU
@@ -77,31 +53,45 @@ pub(super) fn check(opts: &SelftestOptions, report: &mut Report) {
 /// CUDA every trunk op is bf16, hence the margin.
 const BF16_RELATIVE: f64 = 2e-2;
 
-pub(super) fn check_bf16(opts: &SelftestOptions, report: &mut Report) {
-    for (what, model, input, want) in CASES {
-        let dir = fixtures(&opts.root);
-        let task = Parity {
-            model: dir.join(model),
-            input: dir.join(input),
-            want: dir.join(want),
-            precision: TrunkPrecision::Bf16,
-        };
-        let check = format!("{what}, bf16 trunk: max |CLS − transformers| / max |CLS|");
-        match run_on(&opts.device, task)
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r)
-        {
-            Ok((
-                _,
-                _,
-                AppliedPrecision::F32 {
-                    fallback: Some(why),
-                },
-            )) => report.push(SECTION, check, format!("not run: {why}")),
-            Ok((diff, scale, _)) => {
-                report.at_most(SECTION, check, diff / scale.max(1e-30), BF16_RELATIVE)
+/// The f32 rows, then the bf16-trunk rows.
+pub(super) fn check(opts: &SelftestOptions, report: &mut Report) {
+    for precision in [TrunkPrecision::F32, TrunkPrecision::Bf16] {
+        for (what, model, input, want) in CASES {
+            let dir = fixtures(&opts.root);
+            let task = Parity {
+                model: dir.join(model),
+                input: dir.join(input),
+                want: dir.join(want),
+                precision,
+            };
+            let check = match precision {
+                TrunkPrecision::F32 => format!("{what}: max |CLS − transformers|"),
+                TrunkPrecision::Bf16 => {
+                    format!("{what}, bf16 trunk: max |CLS − transformers| / max |CLS|")
+                }
+            };
+            let outcome = run_on(&opts.device, task)
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r);
+            match (precision, outcome) {
+                (TrunkPrecision::F32, Ok((diff, scale, _))) => {
+                    report.at_most(SECTION, check, diff, bound(opts.device, scale))
+                }
+                (
+                    _,
+                    Ok((
+                        _,
+                        _,
+                        AppliedPrecision::F32 {
+                            fallback: Some(why),
+                        },
+                    )),
+                ) => report.push(SECTION, check, format!("not run: {why}")),
+                (_, Ok((diff, scale, _))) => {
+                    report.at_most(SECTION, check, diff / scale.max(1e-30), BF16_RELATIVE)
+                }
+                (_, Err(e)) => report.outcome(SECTION, check, Err(e)),
             }
-            Err(e) => report.outcome(SECTION, check, Err(e)),
         }
     }
 }
