@@ -367,6 +367,16 @@ fn sft_then_cpo_outputs_resume_eval_report_and_reference_errors() {
     assert_eq!(row.matches('[').count(), 8, "{row}");
     let md = std::fs::read_to_string(dir.join("cmp/report.md")).unwrap();
     assert!(md.contains(row), "report.md lacks the bootstrap row");
+    // ... and every label's AP per run, rarest first, with the gain plot.
+    assert!(out.contains("**Per-label test AP (%)**"), "{out}");
+    let label_rows = out
+        .lines()
+        .skip_while(|l| !l.starts_with("| label | train images | P |"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| "))
+        .count();
+    assert_eq!(label_rows, 16, "{out}");
+    assert!(md.contains("(ap_gain.svg)") && dir.join("cmp/ap_gain.svg").is_file());
 
     // A reference trained on other labels is refused with a clear message.
     let bad_ref = dir.join("runs/sft-other-labels");

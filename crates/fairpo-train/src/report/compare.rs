@@ -11,6 +11,7 @@ use fairpo_io::Matrix;
 
 use super::bootstrap;
 use super::paper_tables::{self, PaperRow};
+use super::per_label;
 use super::plots;
 use super::write_svg;
 use crate::config::RunConfig;
@@ -238,14 +239,32 @@ pub(crate) fn compare(
     }
     if let Some(out) = out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
+    let series_ap: Vec<per_label::SeriesAp<'_>> = order
+        .iter()
+        .map(|s| per_label::SeriesAp {
+            name: s,
+            per_label_ap: groups[s]
+                .iter()
+                .map(|r| r.m.per_label_ap.as_slice())
+                .collect(),
+        })
+        .collect();
+    let gain_plot = per_label::section(&mut md, &runs[0], &series_ap, out)?;
+    if let Some(out) = out {
         let cats: Vec<String> = chart_rows.iter().map(|r| r.0.clone()).collect();
         let vals: Vec<Vec<f64>> = chart_rows.iter().map(|r| r.1.clone()).collect();
         write_svg(
             &out.join("map.svg"),
             plots::grouped_bars("test mAP (%) per run", "mAP (%)", &cats, &["P", "P̄"], &vals),
         )?;
+        let gain = if gain_plot {
+            "\n![per-label AP gain against label frequency](ap_gain.svg)\n"
+        } else {
+            ""
+        };
         let full = format!(
-            "# Comparison\n\n{md}\n![mAP per run](map.svg)\n\nRuns: {}\n",
+            "# Comparison\n\n{md}\n![mAP per run](map.svg)\n{gain}\nRuns: {}\n",
             runs.iter()
                 .map(|r| format!("`{}`", r.display()))
                 .collect::<Vec<_>>()

@@ -5,6 +5,7 @@
 mod bootstrap;
 mod compare;
 mod paper_tables;
+mod per_label;
 mod plots;
 mod run_report;
 

@@ -150,6 +150,55 @@ pub(super) fn line_plot(
     })
 }
 
+/// Renders a scatter plot (one colour per series, with a legend) as an SVG document.
+pub(super) fn scatter_plot(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<String, String> {
+    render_svg((720, 420), |root| {
+        let pts = || {
+            series
+                .iter()
+                .flat_map(|s| s.points.iter())
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+        };
+        let (x0, x1) = range(pts().map(|p| p.0));
+        let (y0, y1) = range(pts().map(|p| p.1).chain([0.0]));
+        let mut chart = titled_chart(root, title, (40, 60), x0..x1, y0..y1)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(err)?;
+        // The zero line: above it a label gained.
+        chart
+            .draw_series(LineSeries::new([(x0, 0.0), (x1, 0.0)], BLACK.mix(0.4)))
+            .map_err(err)?;
+        for (i, s) in series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 4, color.filled())),
+                )
+                .map_err(err)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| Circle::new((x + 6, y), 4, color.filled()));
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    })
+}
+
 /// Renders per-label AP bars, privileged labels in red, the rest in blue, labels with
 /// no positives (AP undefined) left empty.
 pub(super) fn ap_bars(
