@@ -59,6 +59,11 @@ pub struct MetricsConfig {
     /// This inflates mAP relative to the whole-split value; `None` (default) computes every
     /// metric over the whole split. Requires `samples = all`.
     pub per_batch: Option<usize>,
+    /// Per-label thresholds: label j is predicted positive when its score is `>=`
+    /// `label_thresholds[j]` (compared in f32, as `threshold`), instead of `threshold`.
+    /// `None` (default): `threshold` for every label. One finite value per label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_thresholds: Option<Vec<f64>>,
 }
 
 impl Default for MetricsConfig {
@@ -68,6 +73,7 @@ impl Default for MetricsConfig {
             samples: SampleSet::All,
             zero_division: 0.0,
             per_batch: None,
+            label_thresholds: None,
         }
     }
 }
@@ -77,6 +83,14 @@ impl MetricsConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !self.threshold.is_finite() {
             return Err(format!("threshold {} is not finite", self.threshold));
+        }
+        if let Some(i) = self
+            .label_thresholds
+            .iter()
+            .flatten()
+            .position(|t| !t.is_finite())
+        {
+            return Err(format!("label_thresholds[{i}] is not finite"));
         }
         if !(0.0..=1.0).contains(&self.zero_division) {
             return Err(format!(
@@ -110,9 +124,13 @@ impl MetricsConfig {
             SampleSet::All => "all samples",
             SampleSet::Positive => "samples with a positive label in the group",
         };
+        let threshold = match &self.label_thresholds {
+            Some(t) => format!("score >= a threshold per label ({} labels)", t.len()),
+            None => format!("score >= {}", self.threshold),
+        };
         format!(
-            "threshold: score >= {}; sample metrics over {samples}; zero_division {}; averaging: {averaging}",
-            self.threshold, self.zero_division
+            "threshold: {threshold}; sample metrics over {samples}; zero_division {}; averaging: {averaging}",
+            self.zero_division
         )
     }
 }

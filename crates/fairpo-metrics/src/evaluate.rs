@@ -234,7 +234,10 @@ fn sample_sums(
     is_priv: &[bool],
     cfg: &MetricsConfig,
 ) -> [SampleSums; GROUPS] {
-    let thr = cfg.threshold as f32;
+    let thr: Vec<f32> = match &cfg.label_thresholds {
+        Some(per_label) => per_label.iter().map(|&v| v as f32).collect(),
+        None => vec![cfg.threshold as f32; t],
+    };
     let mut sums = [SampleSums::default(); GROUPS];
     for r in rows {
         let s = &scores[r * t..(r + 1) * t];
@@ -242,7 +245,7 @@ fn sample_sums(
         // [tp, fp, fn] for non-privileged (0) and privileged (1) labels.
         let mut c = [[0u32; 3]; 2];
         for j in 0..t {
-            let pred = s[j] >= thr;
+            let pred = s[j] >= thr[j];
             let truth = y[j] != 0;
             let g = is_priv[j] as usize;
             c[g][0] += (pred && truth) as u32;
@@ -374,6 +377,14 @@ fn evaluate_slices(
     cfg.validate().map_err(MetricsError::Config)?;
     if n == 0 || t == 0 {
         return Err(MetricsError::Empty { rows: n, cols: t });
+    }
+    if let Some(per_label) = &cfg.label_thresholds {
+        if per_label.len() != t {
+            return Err(MetricsError::Config(format!(
+                "{} label_thresholds for {t} labels",
+                per_label.len()
+            )));
+        }
     }
     // Matrix fields are public; an inconsistent one is a programming error, not bad input.
     assert!(

@@ -22,6 +22,7 @@ mod config;
 mod evaluate;
 pub mod partition;
 mod report;
+mod thresholds;
 
 pub use ap::average_precision;
 pub use config::{MetricsConfig, SampleSet};
@@ -30,3 +31,4 @@ pub use partition::{validate_privileged, Partition, PartitionError, PrivilegedSp
 pub use report::{
     GroupDetails, GroupMetrics, GroupsDetails, GroupsReport, MetricsReport, ReportDetails,
 };
+pub use thresholds::{best_f1_thresholds, ChosenThreshold};

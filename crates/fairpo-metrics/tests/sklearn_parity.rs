@@ -49,6 +49,7 @@ fn config(s: &Value) -> MetricsConfig {
         samples: s["samples"].as_str().unwrap().parse::<SampleSet>().unwrap(),
         zero_division: s["zero_division"].as_f64().unwrap(),
         per_batch: s["per_batch"].as_u64().map(|b| b as usize),
+        label_thresholds: None,
     }
 }
 

@@ -90,6 +90,7 @@ impl Settings {
                 samples: cfg.train.samples,
                 zero_division: 0.0,
                 per_batch: cfg.train.per_batch,
+                label_thresholds: None,
             },
             batch_size: cfg.train.eval_batch_size,
         }
@@ -177,6 +178,9 @@ pub(crate) struct MetricsFile {
     pub(crate) samples: String,
     /// Decision threshold.
     pub(crate) threshold: f64,
+    /// Per-label thresholds, when they replaced `threshold` (`--thresholds val-f1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) label_thresholds: Option<Vec<f64>>,
     /// AP of each label (`None` without positives), in label order.
     #[serde(default)]
     pub(crate) per_label_ap: Vec<Option<f64>>,
@@ -247,6 +251,7 @@ pub(crate) fn write_metrics_json(
         },
         samples: m.samples.to_string(),
         threshold: m.threshold,
+        label_thresholds: m.label_thresholds.clone(),
         per_label_ap: e.report.per_label_ap.clone(),
         labels: partition.labels.clone(),
         privileged: partition.privileged.clone(),

@@ -44,6 +44,7 @@ mod run;
 pub mod selftest;
 mod setup;
 pub mod step;
+mod thresholds;
 mod train;
 mod trunk_features;
 
@@ -57,4 +58,5 @@ pub use config::{
 pub use features::{load_cached, sidecar_path, FeatureLayer, FeatureMeta};
 pub use policy::Policy;
 pub use run::read_log;
+pub use thresholds::ThresholdRule;
 pub use train::{train, TrainOptions, TrainOutcome};

@@ -51,6 +51,10 @@ impl RunPaths {
     pub(crate) fn model(&self) -> PathBuf {
         self.root.join("model.ckpt")
     }
+    /// Per-label thresholds chosen on the validation split (`thresholds.rs`).
+    pub(crate) fn thresholds(&self) -> PathBuf {
+        self.root.join("thresholds.json")
+    }
     /// Test metrics.
     pub(crate) fn metrics(&self) -> PathBuf {
         self.root.join("metrics.json")

@@ -37,6 +37,7 @@ use crate::setup::{
     resolve_trainable,
 };
 use crate::step::{self, step_rng, Pairs, StepSettings};
+use crate::thresholds::ValThresholds;
 use crate::trunk_features::TrunkFeatures;
 
 /// Set by the Ctrl-C handler; the trainer checkpoints and stops at the next step.
@@ -479,6 +480,26 @@ pub fn train<B: AutodiffBackend>(
         &eval_settings,
     )?;
     eval::write_outputs(&paths, &test, &cfg, best_epoch, sel_name)?;
+    if selection == EvalSplit::Val && !sel_indices.is_empty() {
+        // Per-label thresholds for `--thresholds val-f1`, from the selected model's scores.
+        let val = eval::evaluate_split(
+            &mut hidden,
+            &best,
+            sel_ds_loader,
+            Split::Train,
+            &sel_indices,
+            &partition,
+            &eval_settings,
+        )?;
+        ValThresholds::choose(
+            &val.scores,
+            &val.targets,
+            &partition.labels,
+            sel_name,
+            cfg.train.threshold,
+        )?
+        .write(&paths)?;
+    }
     let trunk = hidden.into_trunk();
     let vit = ViT::join(trunk, best.tail.clone());
     let meta = ModelMeta {

@@ -208,3 +208,101 @@ fn predictions_equal_the_trainers_test_scores_for_every_trainable_depth() {
     let (_, rows) = csv_rows(&out, 16);
     assert_eq!(rows.len(), 1);
 }
+
+/// Training keeps per-label thresholds chosen on the validation split; `predict` and `eval`
+/// apply them with `--thresholds val-f1` and say so; without the file both say why.
+#[test]
+fn val_f1_thresholds_are_kept_and_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    run_ok(
+        &[
+            "data", "generate", "--out", "data", "--seed", "4", "--images", "120", "--size", "16",
+        ],
+        d,
+        "generate",
+    );
+    let sft = config(
+        d,
+        "sft",
+        &format!("{TINY_SCRATCH_VIT}\n[objective]\nmethod = \"bce\"\n\n[model]\ntrainable_layers = \"all\"\nheads_hidden = [16, 4]\n"),
+    );
+    run_ok(&["train", "--config", &sft], d, "train sft");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/sft/thresholds.json")).unwrap())
+            .unwrap();
+    let partition: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/sft/partition.json")).unwrap())
+            .unwrap();
+    let entries = file["labels"].as_array().unwrap();
+    assert_eq!(entries.len(), partition["labels"].as_array().unwrap().len());
+    assert_eq!(file["split"], "val");
+    let thresholds: Vec<f64> = entries
+        .iter()
+        .map(|e| {
+            assert!(e["val_f1"].is_null() || (0.0..=1.0).contains(&e["val_f1"].as_f64().unwrap()));
+            e["threshold"].as_f64().unwrap()
+        })
+        .collect();
+    assert!(thresholds.iter().all(|t| (0.0..=1.0).contains(t)));
+
+    // predict: every row's labels are those at or above their own threshold.
+    let out = d.join("val-f1.csv");
+    let args = [
+        "predict",
+        "--run",
+        "runs/sft",
+        "--images",
+        "data/val2014",
+        "--out",
+        "val-f1.csv",
+        "--thresholds",
+        "val-f1",
+    ];
+    run_ok(&args, d, "predict val-f1");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let mut want: Vec<&str> = Vec::new();
+        for (j, p) in f[2..].iter().enumerate() {
+            if p.parse::<f64>().unwrap() >= thresholds[j] {
+                want.push(header[2 + j]);
+            }
+        }
+        let mut got: Vec<&str> = f[1].split(';').filter(|s| !s.is_empty()).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "{line}");
+    }
+
+    // eval: the metrics name the thresholds they used.
+    run_ok(
+        &["eval", "--run", "runs/sft", "--thresholds", "val-f1"],
+        d,
+        "eval val-f1",
+    );
+    let eval: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("runs/sft/eval-test-val-f1.json")).unwrap(),
+    )
+    .unwrap();
+    let used: Vec<f64> = eval["label_thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(used, thresholds);
+
+    // --threshold and --thresholds exclude each other; a run without the file says why.
+    let both = fairpo(&[&args[..], &["--threshold", "0.3"][..]].concat(), d);
+    assert!(!both.status.success());
+    std::fs::remove_file(d.join("runs/sft/thresholds.json")).unwrap();
+    let missing = fairpo(&args, d);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && stderr.contains("thresholds.json is missing"),
+        "{stderr}"
+    );
+}

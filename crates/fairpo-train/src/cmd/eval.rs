@@ -1,4 +1,5 @@
-//! `fairpo eval`: re-evaluate a finished run's selected model on its test or val split.
+//! `fairpo eval`: re-evaluate a finished run's selected model on its test or val split, at
+//! the run's threshold or the per-label thresholds chosen on its validation split.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use fairpo_data::Split;
 use crate::device::{run_on, BackendTask, DeviceSpec};
 use crate::eval::{self, EvalSplit};
 use crate::setup::{batch_loader, FinishedRun};
+use crate::thresholds::{ThresholdRule, ValThresholds};
 use crate::trunk_features::TrunkFeatures;
 
 /// Arguments of `fairpo eval`.
@@ -28,6 +30,11 @@ pub struct EvalArgs {
     /// Print the metrics as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// `val-f1`: predict each label at the threshold chosen on the run's validation split
+    /// (`thresholds.json`) instead of `train.threshold`; the output is then
+    /// `eval-<split>-val-f1.json` and records the thresholds.
+    #[arg(long, value_enum)]
+    pub thresholds: Option<ThresholdRule>,
 }
 
 /// Runs `fairpo eval`; writes `eval-<split>.json` into the run folder.
@@ -84,7 +91,11 @@ impl BackendTask for EvalTask {
             false,
             device,
         )?;
-        let settings = eval::Settings::from_config(cfg);
+        let mut settings = eval::Settings::from_config(cfg);
+        if args.thresholds == Some(ThresholdRule::ValF1) {
+            settings.metrics.label_thresholds =
+                Some(ValThresholds::read(&run.paths, &run.partition.labels)?);
+        }
         let e = eval::evaluate_split(
             &mut hidden,
             &model.policy,
@@ -94,7 +105,14 @@ impl BackendTask for EvalTask {
             &run.partition,
             &settings,
         )?;
-        let out = run.paths.root.join(format!("eval-{}.json", split.name()));
+        let suffix = match args.thresholds {
+            Some(ThresholdRule::ValF1) => "-val-f1",
+            None => "",
+        };
+        let out = run
+            .paths
+            .root
+            .join(format!("eval-{}{suffix}.json", split.name()));
         eval::write_metrics_json(
             &out,
             &e,

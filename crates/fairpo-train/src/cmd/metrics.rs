@@ -66,6 +66,7 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         },
         zero_division: args.zero_division,
         per_batch: args.per_batch,
+        label_thresholds: None,
     };
     if let Err(msg) = cfg.validate() {
         bail!("invalid option: {msg}");

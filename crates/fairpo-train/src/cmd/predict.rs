@@ -14,6 +14,7 @@ use crate::device::{run_on, BackendTask, DeviceSpec};
 use crate::eval::probabilities;
 use crate::features::{list_images, load_batch};
 use crate::setup::FinishedRun;
+use crate::thresholds::{ThresholdRule, ValThresholds};
 
 /// Arguments of `fairpo predict`.
 #[derive(Debug, Args)]
@@ -30,6 +31,10 @@ pub struct PredictArgs {
     /// A label is predicted when its probability is at least this.
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
+    /// `val-f1`: each label's own threshold, chosen on the run's validation split at the end
+    /// of training (`thresholds.json`), instead of `--threshold`.
+    #[arg(long, value_enum, conflicts_with = "threshold")]
+    pub thresholds: Option<ThresholdRule>,
     /// Keep at most the K most probable of the labels above the threshold.
     #[arg(long)]
     pub top: Option<usize>,
@@ -89,9 +94,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
         },
     )??;
     let labels = &run.partition.labels;
+    let thresholds = match args.thresholds {
+        Some(ThresholdRule::ValF1) => ValThresholds::read(&run.paths, labels)?,
+        None => vec![args.threshold; labels.len()],
+    };
     let text = match format {
-        Format::Csv => to_csv(labels, &predictions, args.threshold, args.top),
-        Format::JsonLines => to_json_lines(labels, &predictions, args.threshold, args.top)?,
+        Format::Csv => to_csv(labels, &predictions, &thresholds, args.top),
+        Format::JsonLines => to_json_lines(labels, &predictions, &thresholds, args.top)?,
     };
     fairpo_io::atomic_write(&args.out, text.as_bytes())
         .with_context(|| format!("writing {}", args.out.display()))?;
@@ -175,22 +184,28 @@ impl BackendTask for PredictTask<'_> {
     }
 }
 
-/// The labels predicted for `p`: probability ≥ `threshold`, most probable first, at most `top`.
+/// The labels predicted for `p`: probability ≥ the label's threshold, most probable first,
+/// at most `top`.
 fn predicted<'a>(
     labels: &'a [String],
     p: &[f32],
-    threshold: f64,
+    thresholds: &[f64],
     top: Option<usize>,
 ) -> Vec<&'a str> {
     let mut above: Vec<usize> = (0..p.len())
-        .filter(|&i| f64::from(p[i]) >= threshold)
+        .filter(|&i| f64::from(p[i]) >= thresholds[i])
         .collect();
     above.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
     above.truncate(top.unwrap_or(usize::MAX));
     above.into_iter().map(|i| labels[i].as_str()).collect()
 }
 
-fn to_csv(labels: &[String], preds: &[Prediction], threshold: f64, top: Option<usize>) -> String {
+fn to_csv(
+    labels: &[String],
+    preds: &[Prediction],
+    thresholds: &[f64],
+    top: Option<usize>,
+) -> String {
     let mut s = String::new();
     let header: Vec<String> = ["path", "labels"]
         .into_iter()
@@ -203,7 +218,7 @@ fn to_csv(labels: &[String], preds: &[Prediction], threshold: f64, top: Option<u
     for p in preds {
         let mut row = vec![
             csv_field(&p.path.display().to_string()),
-            csv_field(&predicted(labels, &p.probabilities, threshold, top).join(";")),
+            csv_field(&predicted(labels, &p.probabilities, thresholds, top).join(";")),
         ];
         row.extend(p.probabilities.iter().map(|v| format!("{v}")));
         s.push_str(&row.join(","));
@@ -215,7 +230,7 @@ fn to_csv(labels: &[String], preds: &[Prediction], threshold: f64, top: Option<u
 fn to_json_lines(
     labels: &[String],
     preds: &[Prediction],
-    threshold: f64,
+    thresholds: &[f64],
     top: Option<usize>,
 ) -> Result<String> {
     let mut out = Vec::new();
@@ -224,7 +239,7 @@ fn to_json_lines(
         row.insert("path".into(), p.path.display().to_string().into());
         row.insert(
             "labels".into(),
-            predicted(labels, &p.probabilities, threshold, top).into(),
+            predicted(labels, &p.probabilities, thresholds, top).into(),
         );
         for (name, v) in labels.iter().zip(&p.probabilities) {
             row.insert(name.clone(), serde_json::Value::from(f64::from(*v)));
@@ -259,10 +274,12 @@ mod tests {
     fn threshold_and_top_pick_the_most_probable_labels() {
         let l = labels();
         let p = [0.6, 0.9, 0.5];
-        assert_eq!(predicted(&l, &p, 0.5, None), ["dog", "cat", "a,b"]);
-        assert_eq!(predicted(&l, &p, 0.55, None), ["dog", "cat"]);
-        assert_eq!(predicted(&l, &p, 0.5, Some(1)), ["dog"]);
-        assert!(predicted(&l, &p, 0.95, None).is_empty());
+        assert_eq!(predicted(&l, &p, &[0.5; 3], None), ["dog", "cat", "a,b"]);
+        assert_eq!(predicted(&l, &p, &[0.55; 3], None), ["dog", "cat"]);
+        assert_eq!(predicted(&l, &p, &[0.5; 3], Some(1)), ["dog"]);
+        assert!(predicted(&l, &p, &[0.95; 3], None).is_empty());
+        // Per-label thresholds: "cat" (0.6) is below its own 0.7, "a,b" (0.5) above its 0.4.
+        assert_eq!(predicted(&l, &p, &[0.7, 0.5, 0.4], None), ["dog", "a,b"]);
     }
 
     #[test]
@@ -271,12 +288,12 @@ mod tests {
             path: PathBuf::from("im,1.png"),
             probabilities: vec![0.25, 0.75, 0.5],
         }];
-        let csv = to_csv(&labels(), &preds, 0.5, None);
+        let csv = to_csv(&labels(), &preds, &[0.5; 3], None);
         assert_eq!(
             csv,
             "path,labels,cat,dog,\"a,b\"\n\"im,1.png\",\"dog;a,b\",0.25,0.75,0.5\n"
         );
-        let json = to_json_lines(&labels(), &preds, 0.5, Some(1)).unwrap();
+        let json = to_json_lines(&labels(), &preds, &[0.5; 3], Some(1)).unwrap();
         let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
         assert_eq!(v["path"], "im,1.png");
         assert_eq!(v["labels"], serde_json::json!(["dog"]));
