@@ -28,6 +28,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Apply a finished run's model to new images: labels and probabilities as CSV or JSON Lines.
     Predict(cmd::predict::PredictArgs),
+    /// Write a finished run's model as a Hugging Face-style folder (ViTModel + heads).
+    Export(cmd::export::ExportArgs),
     /// Compare finished runs in the paper's Table 1/2 layout (Markdown + SVG).
     Report(cmd::report::ReportArgs),
     /// Compute mAP, sample F1, exact match and accuracy per label group from saved scores.
@@ -50,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cmd::train::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
+        Command::Export(args) => cmd::export::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Metrics(args) => cmd::metrics::run(args),
         Command::Data(args) => cmd::data::run(args),

@@ -20,8 +20,9 @@ use crate::error::VitError;
 use crate::model::ViT;
 
 /// Prefixes of tensors a checkpoint may hold that the backbone does not use:
-/// `ViTForImageClassification`'s classifier and `ViTModel`'s pooler.
-pub const IGNORED_PREFIXES: [&str; 2] = ["classifier.", "pooler."];
+/// `ViTForImageClassification`'s classifier, `ViTModel`'s pooler and the label heads of a
+/// `fairpo export` folder.
+pub const IGNORED_PREFIXES: [&str; 3] = ["classifier.", "pooler.", "heads."];
 
 /// How a checkpoint tensor becomes a burn parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

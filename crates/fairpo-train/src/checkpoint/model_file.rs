@@ -181,9 +181,11 @@ pub fn read_heads_safetensors<B: Backend>(
     if layers.is_empty() {
         return Err(fmt("no heads.0.weight: not a heads file".into()));
     }
-    if let Some(extra) = tensors.keys().next() {
+    // Other keys are the ViT of a `fairpo export` folder's model.safetensors; a heads key
+    // left over is a gap in the layers or a misspelling.
+    if let Some(extra) = tensors.keys().find(|k| k.starts_with("heads.")) {
         return Err(fmt(format!(
-            "unexpected tensor {extra} (a heads file holds only heads.{{k}}.weight/bias)"
+            "unexpected tensor {extra} (heads layers are heads.0, heads.1, … without gaps, each .weight and .bias)"
         )));
     }
     if sizes.last() != Some(&1) {

@@ -3,6 +3,7 @@
 pub mod backbone;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod features;
 pub mod metrics;
 pub mod predict;
