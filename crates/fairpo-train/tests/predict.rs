@@ -63,13 +63,11 @@ fn csv_rows(path: &Path, labels: usize) -> (Vec<String>, Vec<Vec<f32>>) {
     (header, rows)
 }
 
-#[test]
-fn predictions_equal_the_trainers_test_scores_for_every_trainable_depth() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+/// Generates 120 images with `seed` and trains `runs/sft` (BCE, every layer) on them.
+fn train_sft(d: &Path, seed: &str) {
     run_ok(
         &[
-            "data", "generate", "--out", "data", "--seed", "3", "--images", "120", "--size", "16",
+            "data", "generate", "--out", "data", "--seed", seed, "--images", "120", "--size", "16",
         ],
         d,
         "generate",
@@ -80,6 +78,13 @@ fn predictions_equal_the_trainers_test_scores_for_every_trainable_depth() {
         &format!("{TINY_SCRATCH_VIT}\n[objective]\nmethod = \"bce\"\n\n[model]\ntrainable_layers = \"all\"\nheads_hidden = [16, 4]\n"),
     );
     run_ok(&["train", "--config", &sft], d, "train sft");
+}
+
+#[test]
+fn predictions_equal_the_trainers_test_scores_for_every_trainable_depth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    train_sft(d, "3");
     let fine_tune = |name: &str, layers: &str, cache: bool| {
         let c = config(
             d,
@@ -215,19 +220,7 @@ fn predictions_equal_the_trainers_test_scores_for_every_trainable_depth() {
 fn val_f1_thresholds_are_kept_and_applied() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    run_ok(
-        &[
-            "data", "generate", "--out", "data", "--seed", "4", "--images", "120", "--size", "16",
-        ],
-        d,
-        "generate",
-    );
-    let sft = config(
-        d,
-        "sft",
-        &format!("{TINY_SCRATCH_VIT}\n[objective]\nmethod = \"bce\"\n\n[model]\ntrainable_layers = \"all\"\nheads_hidden = [16, 4]\n"),
-    );
-    run_ok(&["train", "--config", &sft], d, "train sft");
+    train_sft(d, "4");
     let file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("runs/sft/thresholds.json")).unwrap())
             .unwrap();

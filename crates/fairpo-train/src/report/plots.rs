@@ -106,6 +106,25 @@ fn draw_legend<'a, 'b: 'a>(
         .map_err(err)
 }
 
+/// The finite points of a series.
+fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect()
+}
+
+/// Axes with their descriptions.
+fn draw_xy_mesh(chart: &mut Chart<'_, '_>, x_label: &str, y_label: &str) -> Result<(), String> {
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(err)
+}
+
 /// A legend marker for bars: a small filled square.
 fn square_marker(color: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
     move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
@@ -123,20 +142,10 @@ pub(super) fn line_plot(
         let (x0, x1) = range(pts().map(|p| p.0));
         let (y0, y1) = range(pts().map(|p| p.1));
         let mut chart = titled_chart(root, title, (40, 60), x0..x1, y0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(err)?;
+        draw_xy_mesh(&mut chart, x_label, y_label)?;
         for (i, s) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let points: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .copied()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect();
+            let points = finite(&s.points);
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(err)?
@@ -167,24 +176,14 @@ pub(super) fn scatter_plot(
         let (x0, x1) = range(pts().map(|p| p.0));
         let (y0, y1) = range(pts().map(|p| p.1).chain([0.0]));
         let mut chart = titled_chart(root, title, (40, 60), x0..x1, y0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(err)?;
+        draw_xy_mesh(&mut chart, x_label, y_label)?;
         // The zero line: above it a label gained.
         chart
             .draw_series(LineSeries::new([(x0, 0.0), (x1, 0.0)], BLACK.mix(0.4)))
             .map_err(err)?;
         for (i, s) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let points: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .copied()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect();
+            let points = finite(&s.points);
             chart
                 .draw_series(
                     points
