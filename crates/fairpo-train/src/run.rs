@@ -107,6 +107,24 @@ pub(crate) struct RunSummary {
     pub selected_on: String,
     /// Wall-clock training seconds (all sessions of a resumed run added up).
     pub train_seconds: f64,
+    /// The fairpo build that trained it: version and commit (absent in older runs).
+    #[serde(default)]
+    pub build: String,
+    /// SHA-256 of the run's `config.toml` as written.
+    #[serde(default)]
+    pub config_sha256: String,
+    /// The device it trained on.
+    #[serde(default)]
+    pub device: String,
+}
+
+/// This build: `fairpo <version> (commit <hash>)`.
+pub(crate) fn build_description() -> String {
+    format!(
+        "fairpo {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("FAIRPO_COMMIT")
+    )
 }
 
 /// Appends JSON lines to `log.jsonl`, flushing each line; `truncate_to` cuts it back to

@@ -125,6 +125,11 @@ pub fn train<B: AutodiffBackend>(
         fairpo_io::atomic_write(paths.config(), cfg.to_toml_string()?.as_bytes())?;
     }
     tracing::info!(run = %paths.root.display(), method = ?cfg.objective.method, "starting");
+    let config_sha256 = {
+        let bytes = std::fs::read(paths.config())
+            .with_context(|| format!("reading {}", paths.config().display()))?;
+        crate::features::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    };
 
     // Data and partition.
     let splits: DataSplits = cfg.data.load_splits().context("loading the data set")?;
@@ -216,6 +221,9 @@ pub fn train<B: AutodiffBackend>(
         best_epoch,
         selected_on: format!("{:?}", splits.select_on).to_lowercase(),
         train_seconds: secs,
+        build: crate::run::build_description(),
+        config_sha256: config_sha256.clone(),
+        device: format!("{device:?}"),
     };
 
     // Optimiser and scheduler.

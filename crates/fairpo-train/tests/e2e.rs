@@ -377,6 +377,23 @@ fn sft_then_cpo_outputs_resume_eval_report_and_reference_errors() {
         .count();
     assert_eq!(label_rows, 16, "{out}");
     assert!(md.contains("(ap_gain.svg)") && dir.join("cmp/ap_gain.svg").is_file());
+    // ... and what trained each run.
+    let cpo_row = out
+        .lines()
+        .find(|l| l.starts_with("| runs/cpo | fairpo "))
+        .unwrap_or_else(|| panic!("no provenance row for runs/cpo in\n{out}"));
+    let summary = read_json(&dir.join("runs/cpo/run.json"));
+    let config_hash = summary["config_sha256"].as_str().unwrap();
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(std::fs::read(dir.join("runs/cpo/config.toml")).unwrap());
+    let want: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(config_hash, want, "run.json's config hash is config.toml's");
+    assert!(cpo_row.contains(&config_hash[..12]), "{cpo_row}");
+    assert!(
+        summary["build"].as_str().unwrap().contains("(commit "),
+        "{summary}"
+    );
+    assert!(!summary["device"].as_str().unwrap().is_empty(), "{summary}");
 
     // A reference trained on other labels is refused with a clear message.
     let bad_ref = dir.join("runs/sft-other-labels");

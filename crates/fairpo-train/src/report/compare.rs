@@ -251,6 +251,7 @@ pub(crate) fn compare(
         })
         .collect();
     let gain_plot = per_label::section(&mut md, &runs[0], &series_ap, out)?;
+    provenance(&mut md, runs)?;
     if let Some(out) = out {
         let cats: Vec<String> = chart_rows.iter().map(|r| r.0.clone()).collect();
         let vals: Vec<Vec<f64>> = chart_rows.iter().map(|r| r.1.clone()).collect();
@@ -366,6 +367,35 @@ fn bootstrap_section(
         settings.resamples,
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Which build, configuration and device produced every run, and how long it trained (from
+/// each `run.json`; runs trained before these were recorded show "–").
+fn provenance(md: &mut String, runs: &[PathBuf]) -> Result<()> {
+    let _ = writeln!(
+        md,
+        "\n**Runs**:\n\n| run | trained by | config.toml sha256 | device | training wall time |\n|---|---|---|---|---|"
+    );
+    for run in runs {
+        let s = crate::run::read_summary(&RunPaths::new(run))?;
+        let or_dash = |v: &str| {
+            if v.is_empty() {
+                "–".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        let hash = or_dash(&s.config_sha256.chars().take(12).collect::<String>());
+        let _ = writeln!(
+            md,
+            "| {} | {} | {hash} | {} | {:.1} s |",
+            run.display(),
+            or_dash(&s.build),
+            or_dash(&s.device),
+            s.train_seconds
+        );
+    }
     Ok(())
 }
 
