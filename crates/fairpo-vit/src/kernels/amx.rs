@@ -474,39 +474,3 @@ mod tests {
         assert!(!supports(24, 32) && !supports(32, 40) && !supports(0, 32));
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    /// Not a test: `cargo test -p fairpo-vit --lib amx_speed -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn amx_speed() {
-        if !available() {
-            return;
-        }
-        for (m, n, k) in [(1576, 768, 768), (1576, 3072, 768), (1576, 768, 3072)] {
-            let x = vec![0.5f32; m * k];
-            let w = vec![bf16::from_f32(0.25); n * k];
-            let mut out = vec![0f32; m * n];
-            let t = std::time::Instant::now();
-            let reps = 10;
-            let mut pack = 0.0;
-            for _ in 0..reps {
-                let t0 = std::time::Instant::now();
-                let p = PackedTokens::new(&x, m, k);
-                pack += t0.elapsed().as_secs_f64();
-                dense(&p, &w, n, &mut out, n, false, 1.0);
-            }
-            let s = t.elapsed().as_secs_f64() / reps as f64;
-            let flops = 2.0 * (m * n * k) as f64;
-            println!(
-                "[{m}x{k}]·[{k}x{n}]: {:.2} ms, {:.0} GFLOP/s, packing {:.2} ms",
-                s * 1e3,
-                flops / s / 1e9,
-                pack / reps as f64 * 1e3
-            );
-        }
-    }
-}
