@@ -295,7 +295,10 @@ fn bootstrap_section(
         Ok((scores, targets, partition.privileged))
     };
     let (ref_scores, targets, privileged) = open(&runs[0])?;
-    let cfg = crate::eval::Settings::from_config(&read_run_config(&runs[0])?).metrics;
+    let cfg = crate::eval::Settings::from_config(&crate::setup::read_run_config(&RunPaths::new(
+        &runs[0],
+    ))?)
+    .metrics;
     let header: Vec<String> = bootstrap::GROUPS
         .iter()
         .flat_map(|g| {
@@ -397,16 +400,6 @@ fn provenance(md: &mut String, runs: &[PathBuf]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn read_run_config(run: &Path) -> Result<RunConfig> {
-    let paths = RunPaths::new(run);
-    let text = std::fs::read_to_string(paths.config())
-        .with_context(|| format!("reading {}", paths.config().display()))?;
-    Ok(RunConfig::from_toml_str(
-        &text,
-        &paths.config().display().to_string(),
-    )?)
 }
 
 fn paper_table(md: &mut String, rows: &[PaperRow]) {
