@@ -106,8 +106,14 @@ pub(crate) fn train_with(
         ("model.init_from", &info.init_from),
     ] {
         if let Some(dep) = dep {
-            let dep_run = seeded_path(dep, seed);
-            if !dep_run.join("metrics.json").is_file() {
+            // A `fairpo export` folder is one fixed model, shared by every seed.
+            let export = dep.join("labels.json").is_file();
+            let dep_run = if export {
+                dep.clone()
+            } else {
+                seeded_path(dep, seed)
+            };
+            if !export && !dep_run.join("metrics.json").is_file() {
                 let dep_preset = dep
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())

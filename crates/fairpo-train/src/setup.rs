@@ -1,5 +1,5 @@
-//! What a run builds before its first step: the backbone (a Hugging Face folder, a scratch ViT
-//! or a finished run's model), the trainable policy on top of it (fresh heads, the init run's
+//! What a run builds before its first step: the backbone (a Hugging Face folder, a scratch ViT,
+//! a finished run's model or a `fairpo export` folder), the trainable policy on top of it (fresh heads, the init run's
 //! heads or heads from a file), the frozen reference, the split point and the resolved
 //! preprocessing.
 
@@ -56,6 +56,9 @@ pub(crate) fn load_backbone<B: Backend>(
     device: &B::Device,
 ) -> Result<Backbone<B>> {
     let m = &cfg.model;
+    if let Some(dir) = m.init_from.as_deref().filter(|d| is_export(d)) {
+        return load_export(dir, m.heads_from_init(), device);
+    }
     if let Some(run) = &m.init_from {
         let paths = RunPaths::new(run);
         let model_path = paths.model();
@@ -110,6 +113,68 @@ pub(crate) fn load_backbone<B: Backend>(
         config,
         source: "scratch".into(),
         init_heads: None,
+    })
+}
+
+/// Whether `dir` is a `fairpo export` folder rather than a run folder: `labels.json` beside a
+/// `ViTModel` folder whose `model.safetensors` also holds the heads.
+pub(crate) fn is_export(dir: &Path) -> bool {
+    dir.join("labels.json").is_file()
+        && dir.join("model.safetensors").is_file()
+        && !RunPaths::new(dir).model().is_file()
+}
+
+/// `labels.json` of an export folder: the label names in head order (and the privileged
+/// indices, which a run recomputes from its own training set).
+#[derive(serde::Deserialize)]
+struct ExportLabels {
+    labels: Vec<String>,
+}
+
+/// `model.init_from` = an export folder: the ViT as `model.backbone` reads it, the heads and
+/// label names as a run's.
+fn load_export<B: Backend>(
+    dir: &Path,
+    heads_copied: bool,
+    device: &B::Device,
+) -> Result<Backbone<B>> {
+    let ctx = || format!("model.init_from = {} (a fairpo export folder)", dir.display());
+    let loaded = fairpo_vit::load_hf_dir::<B>(dir, device).with_context(ctx)?;
+    let (heads, config) =
+        model_file::read_heads_safetensors::<B>(&dir.join("model.safetensors"), device)
+            .with_context(ctx)?;
+    let labels_path = dir.join("labels.json");
+    let text = std::fs::read_to_string(&labels_path)
+        .with_context(|| format!("reading {}", labels_path.display()))?;
+    let ExportLabels { labels } = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected {{\"labels\": [label names in head order], \"privileged\": [indices]}}",
+            labels_path.display()
+        )
+    })?;
+    if labels.len() != config.num_labels {
+        bail!(
+            "{}: {} labels, but {} holds heads for {}",
+            labels_path.display(),
+            labels.len(),
+            dir.join("model.safetensors").display(),
+            config.num_labels
+        );
+    }
+    Ok(Backbone {
+        vit: loaded.model,
+        config: loaded.config,
+        source: format!(
+            "init_from export {} ({} heads)",
+            dir.display(),
+            if heads_copied { "copied" } else { "fresh" }
+        ),
+        init_heads: Some(InitRunHeads {
+            run: dir.to_path_buf(),
+            config,
+            labels,
+            heads,
+        }),
     })
 }
 
@@ -192,7 +257,8 @@ pub(crate) fn init_policy<B: Backend>(
     ))
 }
 
-/// Applies the `model.backbone` folder's `preprocessor_config.json`, when it has one and
+/// Applies the `preprocessor_config.json` of the `model.backbone` folder (or of a `fairpo
+/// export` folder named by `model.init_from`), when it has one and
 /// `model.backbone_preprocessing` is on, to
 /// `data.preprocess` (also with `init_from`: a `backbone` named beside it supplies the
 /// preprocessing both runs share).
@@ -200,7 +266,13 @@ pub(crate) fn resolve_preprocessing(cfg: &mut RunConfig) -> Result<()> {
     if !cfg.model.backbone_preprocessing {
         return Ok(());
     }
-    if let Some(dir) = &cfg.model.backbone {
+    // An export folder as `init_from` carries the preprocessing its model was trained with.
+    let source = cfg
+        .model
+        .backbone
+        .clone()
+        .or_else(|| cfg.model.init_from.clone().filter(|d| is_export(d)));
+    if let Some(dir) = &source {
         let pp = dir.join("preprocessor_config.json");
         if pp.is_file() {
             cfg.data

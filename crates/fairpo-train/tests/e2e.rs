@@ -367,6 +367,58 @@ fn sft_then_cpo_outputs_resume_eval_report_and_reference_errors() {
     assert_eq!(row.matches('[').count(), 8, "{row}");
     let md = std::fs::read_to_string(dir.join("cmp/report.md")).unwrap();
     assert!(md.contains(row), "report.md lacks the bootstrap row");
+    // With several seeds each run is paired with the reference run of its seed. Seed 2's
+    // "other" run is a copy of its reference, so the mean difference is half of cpo's.
+    let as_seed = |from: &str, name: &str, seed: i64| {
+        let to = dir.join("runs").join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(dir.join("runs").join(from)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+        let path = to.join("config.toml");
+        let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        cfg.insert("name".into(), name.into());
+        let train = cfg.get_mut("train").and_then(|t| t.as_table_mut()).unwrap();
+        train.insert("seed".into(), seed.into());
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    };
+    as_seed("sft", "ref-s1", 1);
+    as_seed("cpo", "ref-s2", 2);
+    for seed in 1..=3 {
+        as_seed("cpo", &format!("other-s{seed}"), seed);
+    }
+    let seeds = ok(
+        &fairpo(
+            &[
+                "report",
+                "runs/ref-s1",
+                "runs/ref-s2",
+                "runs/other-s1",
+                "runs/other-s2",
+                "runs/other-s3",
+            ],
+            dir,
+        ),
+        "report over seeds",
+    );
+    let mean_row = seeds
+        .lines()
+        .find(|l| l.starts_with("| other (mean of 2 seeds) | "))
+        .unwrap_or_else(|| panic!("no mean-over-seeds bootstrap row in\n{seeds}"));
+    assert!(
+        mean_row.contains("left out: seed 3: no `ref` run with that seed"),
+        "{mean_row}"
+    );
+    let first_delta = |r: &str| -> f64 {
+        let cell = r.split(" | ").nth(1).unwrap().trim_start_matches("**");
+        cell.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (one, mean) = (first_delta(row), first_delta(mean_row));
+    // Both printed to 2 decimals.
+    assert!((one / 2.0 - mean).abs() < 0.01, "{one} / 2 vs {mean}");
     // ... and every label's AP per run, rarest first, with the gain plot.
     assert!(out.contains("**Per-label test AP (%)**"), "{out}");
     let label_rows = out

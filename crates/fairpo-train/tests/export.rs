@@ -1,6 +1,7 @@
 //! `fairpo export`: transformers (through `python/fairpo_load.py`) and fairpo compute the same
 //! probabilities from an exported folder (committed fixture, made by
-//! scripts/fixtures/export_transformers.py), and an export holds exactly the run's weights.
+//! scripts/fixtures/export_transformers.py), an export holds exactly the run's weights, and
+//! training from an export (`model.init_from`) is training from the run.
 
 mod common;
 
@@ -114,6 +115,31 @@ fn an_export_holds_the_runs_model_and_refuses_what_it_cannot_express() {
         assert_eq!(w1.into_data(), w2.into_data());
         assert_eq!(b1.into_data(), b2.into_data());
     }
+
+    // The export is a starting point like the run itself: a fine-tune from either follows
+    // the same trajectory to the same test scores.
+    let finetune = |name: &str, from: &str| {
+        let cfg = d.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!("name = \"{name}\"\n[data]\nformat = \"coco\"\nroot = \"data\"\n[data.preprocess]\nsize = 16\n[model]\ninit_from = \"{from}\"\ntrainable_layers = 1\nheads_hidden = [8]\n[objective]\nmethod = \"bce\"\n[train]\nepochs = 1\nworkers = 1\n"),
+        )
+        .unwrap();
+        run_ok(&["train", "--config", cfg.to_str().unwrap()], d, name);
+        fairpo_io::read_npy_scores(&d.join("runs").join(name).join("scores.npy")).unwrap()
+    };
+    let from_run = finetune("from-run", "runs/sft");
+    let from_export = finetune("from-export", "exported");
+    let log = std::fs::read_to_string(d.join("runs/from-export/run.json")).unwrap();
+    assert!(log.contains("init_from export"), "{log}");
+    assert_eq!(from_run.shape(), from_export.shape());
+    let diff = from_run
+        .data
+        .iter()
+        .zip(&from_export.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-6, "fine-tunes from the run and its export differ by {diff}");
 
     // A resize-then-crop run has no ViTImageProcessor equivalent: refused, naming the field.
     let config = d.join("runs/sft/config.toml");

@@ -98,10 +98,10 @@ pub struct ModelConfig {
     pub backbone: Option<PathBuf>,
     /// Build a ViT from scratch with random weights instead (`[model.scratch]`). Default: none.
     pub scratch: Option<ScratchVit>,
-    /// Take the backbone weights from a finished run's best checkpoint (`runs/<sft>`);
-    /// wins over `backbone`/`scratch` (a `backbone` set beside it still supplies its
-    /// `preprocessor_config.json`). The heads come from there too unless
-    /// `init_heads = "fresh"`. Default: none.
+    /// Take the backbone weights from a finished run's best checkpoint (`runs/<sft>`) or
+    /// from a `fairpo export` folder; wins over `backbone`/`scratch` (a `backbone` set beside
+    /// it still supplies its `preprocessor_config.json`; without one, an export folder's
+    /// does). The heads come from there too unless `init_heads = "fresh"`. Default: none.
     pub init_from: Option<PathBuf>,
     /// Where the per-label heads start when `init_from` is set: `"init_from"` copies them
     /// from that run (so the policy starts equal to it: the paper's Algorithm 2, line 1,

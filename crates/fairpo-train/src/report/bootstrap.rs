@@ -73,31 +73,61 @@ impl Interval {
     }
 }
 
-/// The `[groups][metrics]` intervals of `other` against `reference`, scored on the same
-/// test images with the same targets.
+/// Scores of one run and of the reference run it is paired with (the same seed).
+pub(crate) struct Pair<'a> {
+    /// The reference run's test scores.
+    pub(crate) reference: &'a Matrix<f32>,
+    /// The compared run's.
+    pub(crate) other: &'a Matrix<f32>,
+}
+
+/// The `[groups][metrics]` intervals of the mean difference over `pairs` (one per seed; one
+/// pair is the plain paired bootstrap), every pair scored on the same draws of the same test
+/// images with the same targets.
 pub(crate) fn paired(
-    reference: &Matrix<f32>,
-    other: &Matrix<f32>,
+    pairs: &[Pair<'_>],
     targets: &Matrix<u8>,
     privileged: &[usize],
     cfg: &MetricsConfig,
     resamples: usize,
     seed: u64,
 ) -> Result<[[Interval; 4]; 2]> {
-    ensure!(
-        reference.shape() == targets.shape() && other.shape() == targets.shape(),
-        "scores {:?} and {:?} do not match the targets {:?}",
-        reference.shape(),
-        other.shape(),
-        targets.shape()
-    );
+    ensure!(!pairs.is_empty(), "no runs to pair");
+    for p in pairs {
+        ensure!(
+            p.reference.shape() == targets.shape() && p.other.shape() == targets.shape(),
+            "scores {:?} and {:?} do not match the targets {:?}",
+            p.reference.shape(),
+            p.other.shape(),
+            targets.shape()
+        );
+    }
     ensure!(targets.rows > 0, "no test images");
     let cfg = MetricsConfig {
         per_batch: None,
         ..cfg.clone()
     };
     let metrics = |s: &Matrix<f32>, t: &Matrix<u8>| evaluate(s, t, privileged, &cfg);
-    let full = [metrics(reference, targets)?, metrics(other, targets)?];
+    // The mean over pairs of (other − reference) per group and metric; None when a pair
+    // lacks the metric (a resample without any positive of the group).
+    let mean_delta = |scores: &dyn Fn(&Matrix<f32>) -> Matrix<f32>,
+                      y: &Matrix<u8>|
+     -> Result<[[Option<f64>; 4]; 2]> {
+        let mut sum = [[Some(0.0); 4]; 2];
+        for p in pairs {
+            let (a, o) = (metrics(&scores(p.reference), y)?, metrics(&scores(p.other), y)?);
+            for (g, row) in sum.iter_mut().enumerate() {
+                for (k, cell) in row.iter_mut().enumerate() {
+                    let read = METRICS[k].1;
+                    let d = read(group(&o, g)).zip(read(group(&a, g))).map(|(o, a)| o - a);
+                    *cell = cell.zip(d).map(|(s, d)| s + d);
+                }
+            }
+        }
+        let n = pairs.len() as f64;
+        Ok(sum.map(|row| row.map(|c| c.map(|s| s / n))))
+    };
+    let full = mean_delta(&|m| m.clone(), targets)?;
     let (n, t) = (targets.rows, targets.cols);
     let deltas: Vec<[[Option<f64>; 4]; 2]> = (0..resamples)
         .into_par_iter()
@@ -119,26 +149,15 @@ pub(crate) fn paired(
                     .flat_map(|&r| targets.data[r * t..(r + 1) * t].iter().copied())
                     .collect(),
             };
-            let (a, o) = (metrics(&pick(reference), &y)?, metrics(&pick(other), &y)?);
-            Ok(std::array::from_fn(|g| {
-                std::array::from_fn(|k| {
-                    let read = METRICS[k].1;
-                    Some(read(group(&o, g))? - read(group(&a, g))?)
-                })
-            }))
+            mean_delta(&pick, &y)
         })
         .collect::<Result<_>>()?;
     Ok(std::array::from_fn(|g| {
         std::array::from_fn(|k| {
-            let read = METRICS[k].1;
             let mut d: Vec<f64> = deltas.iter().filter_map(|r| r[g][k]).collect();
             d.sort_by(f64::total_cmp);
-            let delta = match (read(group(&full[1], g)), read(group(&full[0], g))) {
-                (Some(o), Some(a)) => o - a,
-                _ => f64::NAN,
-            };
             Interval {
-                delta,
+                delta: full[g][k].unwrap_or(f64::NAN),
                 lo: percentile(&d, 2.5),
                 hi: percentile(&d, 97.5),
                 resamples: d.len(),
@@ -200,8 +219,10 @@ mod tests {
         let targets = fairpo_io::read_npy_targets(dir.join("targets.npy")).unwrap();
         let a = fairpo_io::read_npy_scores(dir.join("scores_a.npy")).unwrap();
         let r = paired(
-            &a,
-            &a,
+            &[Pair {
+                reference: &a,
+                other: &a,
+            }],
             &targets,
             &[7, 8, 9],
             &MetricsConfig::default(),
@@ -236,8 +257,10 @@ mod tests {
         let resamples = expected["resamples"].as_u64().unwrap() as usize;
         let seed = expected["seed"].as_u64().unwrap();
         let got = paired(
-            &a,
-            &b,
+            &[Pair {
+                reference: &a,
+                other: &b,
+            }],
             &targets,
             &privileged,
             &MetricsConfig::default(),
@@ -261,5 +284,32 @@ mod tests {
         }
         // The fixture is built so that the privileged mAP gain is real.
         assert!(got[0][0].excludes_zero() && got[0][0].lo > 0.0);
+
+        // Two seeds, the second a run identical to its reference: every resample's mean
+        // difference is half the first seed's, so the interval is exactly half as wide.
+        let mean = paired(
+            &[
+                Pair {
+                    reference: &a,
+                    other: &b,
+                },
+                Pair {
+                    reference: &b,
+                    other: &b,
+                },
+            ],
+            &targets,
+            &privileged,
+            &MetricsConfig::default(),
+            resamples,
+            seed,
+        )
+        .unwrap();
+        for (one, two) in got.iter().flatten().zip(mean.iter().flatten()) {
+            for (x, y) in [(one.delta, two.delta), (one.lo, two.lo), (one.hi, two.hi)] {
+                assert!((x / 2.0 - y).abs() < 1e-12, "{x} / 2 vs {y}");
+            }
+            assert_eq!(one.resamples, two.resamples);
+        }
     }
 }

@@ -22,6 +22,8 @@ use crate::run::RunPaths;
 #[derive(Debug, Clone)]
 struct RunRow {
     series: String,
+    /// `train.seed`, which pairs a run with the reference run of the same seed.
+    seed: u64,
     method: String,
     m: MetricsFile,
     key_config: String,
@@ -140,6 +142,7 @@ pub(crate) fn compare(
         let cfg = RunConfig::from_toml_str(&cfg_text, &paths.config().display().to_string())?;
         rows.push(RunRow {
             series: series_name(&cfg.name),
+            seed: cfg.train.seed,
             method: format!("{:?}", cfg.objective.method).to_lowercase(),
             m,
             key_config: key_config(&cfg),
@@ -276,15 +279,18 @@ pub(crate) fn compare(
     Ok(md)
 }
 
-/// The paired bootstrap of every run against the first, as a Markdown table.
+/// The paired bootstrap of every series against the first run's series, as a Markdown table:
+/// each run is paired with the reference run of its seed, and a series with several seeds
+/// gets the interval of its mean difference over them (the same draws for every seed).
 fn bootstrap_section(
     md: &mut String,
     runs: &[PathBuf],
     rows: &[RunRow],
     settings: BootstrapSettings,
 ) -> Result<()> {
+    type Opened = (Matrix<f32>, Matrix<u8>, Vec<usize>);
     let started = std::time::Instant::now();
-    let open = |r: &PathBuf| -> Result<(Matrix<f32>, Matrix<u8>, Vec<usize>)> {
+    let open = |r: &PathBuf| -> Result<Opened> {
         let paths = RunPaths::new(r);
         let scores = fairpo_io::read_npy_scores(paths.scores())
             .with_context(|| format!("reading {}", paths.scores().display()))?;
@@ -294,11 +300,18 @@ fn bootstrap_section(
             .with_context(|| format!("reading {}", paths.partition().display()))?;
         Ok((scores, targets, partition.privileged))
     };
-    let (ref_scores, targets, privileged) = open(&runs[0])?;
+    let opened: Vec<Opened> = runs.iter().map(open).collect::<Result<_>>()?;
+    let (_, targets, privileged) = &opened[0];
     let cfg = crate::eval::Settings::from_config(&crate::setup::read_run_config(&RunPaths::new(
         &runs[0],
     ))?)
     .metrics;
+    let reference = &rows[0].series;
+    // The reference run of each seed (the first, if a seed appears twice).
+    let mut by_seed: BTreeMap<u64, usize> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate().filter(|(_, r)| &r.series == reference) {
+        by_seed.entry(r.seed).or_insert(i);
+    }
     let header: Vec<String> = bootstrap::GROUPS
         .iter()
         .flat_map(|g| {
@@ -310,9 +323,9 @@ fn bootstrap_section(
     let _ = writeln!(
         md,
         "
-**Paired bootstrap against `{}`** (test images resampled {} times with replacement, the same draws for both runs, seed {}; every metric over the whole resample): the difference on the full test set in points, then its 95% interval; **bold** where the interval excludes 0.
+**Paired bootstrap against `{reference}`** (test images resampled {} times with replacement, the same draws for both runs, seed {}; every metric over the whole resample; each run is paired with the `{reference}` run of its seed, and a row of several seeds is their mean difference, resampled with the same draws for every seed): the difference on the full test set in points, then its 95% interval; **bold** where the interval excludes 0.
 ",
-        rows[0].series, settings.resamples, settings.seed
+        settings.resamples, settings.seed
     );
     let _ = writeln!(
         md,
@@ -321,27 +334,50 @@ fn bootstrap_section(
         header.join(" | "),
         "---|".repeat(header.len())
     );
-    for (run, row) in runs.iter().zip(rows).skip(1) {
-        let (scores, run_targets, run_privileged) = open(run)?;
-        if run_targets != targets || run_privileged != privileged {
-            let _ = writeln!(
-                md,
-                "| {} | not paired: its test targets or privileged labels differ from the reference's |{}",
-                row.series,
-                " |".repeat(header.len() - 1)
-            );
+    let blank = " |".repeat(header.len() - 1);
+    let mut series: Vec<&String> = Vec::new();
+    for r in rows {
+        if &r.series != reference && !series.contains(&&r.series) {
+            series.push(&r.series);
+        }
+    }
+    for s in series {
+        let mut pairs = Vec::new();
+        let mut unpaired = Vec::new();
+        for (i, row) in rows.iter().enumerate().filter(|(_, r)| &r.series == s) {
+            let (_, run_targets, run_privileged) = &opened[i];
+            match by_seed.get(&row.seed) {
+                Some(&j) if run_targets == &opened[j].1 && run_privileged == &opened[j].2 => {
+                    pairs.push(bootstrap::Pair {
+                        reference: &opened[j].0,
+                        other: &opened[i].0,
+                    });
+                }
+                Some(_) => unpaired.push(format!(
+                    "seed {}: its test targets or privileged labels differ from the reference's",
+                    row.seed
+                )),
+                None => unpaired.push(format!("seed {}: no `{reference}` run with that seed", row.seed)),
+            }
+        }
+        let label = if pairs.len() > 1 {
+            format!("{s} (mean of {} seeds)", pairs.len())
+        } else {
+            s.clone()
+        };
+        if pairs.is_empty() {
+            let _ = writeln!(md, "| {s} | not paired: {} |{blank}", unpaired.join("; "));
             continue;
         }
         let intervals = bootstrap::paired(
-            &ref_scores,
-            &scores,
-            &targets,
-            &privileged,
+            &pairs,
+            targets,
+            privileged,
             &cfg,
             settings.resamples,
             settings.seed,
         )?;
-        let cells: Vec<String> = intervals
+        let mut cells: Vec<String> = intervals
             .iter()
             .flatten()
             .map(|i| {
@@ -358,15 +394,15 @@ fn bootstrap_section(
                 }
             })
             .collect();
-        let name = run.file_name().map_or_else(
-            || run.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+        if !unpaired.is_empty() {
+            // Runs left out of the mean are named, not dropped silently.
+            cells[0] = format!("{} (left out: {})", cells[0], unpaired.join("; "));
+        }
+        let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
     }
     tracing::info!(
         "paired bootstrap: {} run(s) x {} resamples in {:.1} s",
-        runs.len() - 1,
+        runs.len() - by_seed.len(),
         settings.resamples,
         started.elapsed().as_secs_f64()
     );
