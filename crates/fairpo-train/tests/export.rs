@@ -126,7 +126,7 @@ fn an_export_holds_the_runs_model_and_refuses_what_it_cannot_express() {
         )
         .unwrap();
         run_ok(&["train", "--config", cfg.to_str().unwrap()], d, name);
-        fairpo_io::read_npy_scores(&d.join("runs").join(name).join("scores.npy")).unwrap()
+        fairpo_io::read_npy_scores(d.join("runs").join(name).join("scores.npy")).unwrap()
     };
     let from_run = finetune("from-run", "runs/sft");
     let from_export = finetune("from-export", "exported");
@@ -139,7 +139,10 @@ fn an_export_holds_the_runs_model_and_refuses_what_it_cannot_express() {
         .zip(&from_export.data)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(diff < 1e-6, "fine-tunes from the run and its export differ by {diff}");
+    assert!(
+        diff < 1e-6,
+        "fine-tunes from the run and its export differ by {diff}"
+    );
 
     // A resize-then-crop run has no ViTImageProcessor equivalent: refused, naming the field.
     let config = d.join("runs/sft/config.toml");
