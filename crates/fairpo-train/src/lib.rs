@@ -9,7 +9,8 @@
 //! - `setup.rs`: backbone, policy initialisation, reference, resolved preprocessing, loaders
 //!   and finished runs — one place for train, eval and features;
 //! - `policy.rs`: the trainable ViT tail + heads;
-//! - `trunk_features.rs`: the frozen trunk's outputs, computed or cached in memory;
+//! - `trunk_features.rs`: the frozen trunk's outputs, computed or read from the trunk store;
+//! - `trunk_store.rs`: the on-disk, content-addressed store of those outputs;
 //! - `step.rs`: one optimiser step ([`step::train_step`]), shared by the trainer and the
 //!   benchmark; `clip.rs`, `collapse.rs`, `early_stop.rs`: its helpers;
 //! - `train.rs`: the run-folder policy and the epoch loop;
@@ -47,6 +48,7 @@ pub mod step;
 mod thresholds;
 mod train;
 mod trunk_features;
+mod trunk_store;
 
 pub use checkpoint::model_file::{load_model, read_heads_safetensors, save_model, ModelMeta};
 pub use checkpoint::sections::SectionFile;

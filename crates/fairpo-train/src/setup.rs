@@ -138,7 +138,12 @@ fn load_export<B: Backend>(
     heads_copied: bool,
     device: &B::Device,
 ) -> Result<Backbone<B>> {
-    let ctx = || format!("model.init_from = {} (a fairpo export folder)", dir.display());
+    let ctx = || {
+        format!(
+            "model.init_from = {} (a fairpo export folder)",
+            dir.display()
+        )
+    };
     let loaded = fairpo_vit::load_hf_dir::<B>(dir, device).with_context(ctx)?;
     let (heads, config) =
         model_file::read_heads_safetensors::<B>(&dir.join("model.safetensors"), device)

@@ -1,31 +1,27 @@
 //! Where a training or evaluation batch's hidden states come from: the frozen trunk run
-//! on decoded images, or a feature cache of the trunk's outputs.
+//! on decoded images, or the trunk store of its outputs on disk.
 //!
-//! The cache applies when augmentation is off (the trunk's output for an image is then a
+//! The store applies when augmentation is off (the trunk's output for an image is then a
 //! pure function of the image, the weights, the preprocessing and the split point) and the
-//! trunk has parameters (`trainable_layers < L`). Outputs are computed once per image,
-//! kept in memory for the rest of the run, and written to
-//! `<cache_dir>/<key>.npy` ([N, S·D] f32) so later runs sharing the backbone read them
-//! instead. The key hashes the trunk fingerprint (weights + split point), the
-//! preprocessing, the split name and every image path; the sidecar `<key>.npy.json` is the
-//! [`FeatureMeta`] of `fairpo features`, and a file whose sidecar differs from what this run
-//! would compute is recomputed, with a warning naming the fields. With
+//! trunk has parameters (`trainable_layers < L`). An image's output is computed the first
+//! time a run with this trunk needs it and read back from `train.cache_dir` by every later
+//! epoch and run ([`crate::trunk_store`] says how entries are keyed and checked). Before
+//! computing, a run logs how many entries it adds and their size, and refuses to start when
+//! the free disk space or `train.cache_max_gb` cannot hold them. With
 //! `trainable_layers = 0` only the CLS token is kept (the tail only reads it). The trunk
-//! computes in `model.trunk_precision`; a bf16 trunk's outputs have keys of their own.
+//! computes in `model.trunk_precision`; a bf16 trunk has a store of its own.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use burn::prelude::*;
 use fairpo_data::{Batch, BatchLoader, Split};
-use fairpo_vit::{TrunkPrecision, ViTConfig, ViTTrunk};
-use sha2::{Digest, Sha256};
+use fairpo_vit::{ViTConfig, ViTTrunk};
 
 use crate::config::RunConfig;
-use crate::features::{
-    hex, sha256_paths, sidecar_path, FeatureLayer, FeatureMeta, FEATURE_FORMAT_VERSION,
-};
+use crate::features::{FeatureLayer, FeatureMeta, FEATURE_FORMAT_VERSION};
+use crate::trunk_store::{self, human_bytes, ImageKey, Miss, StoreManifest, TrunkStore};
 
 /// The name of a dataset split in the cache key.
 fn split_key(split: Split) -> &'static str {
@@ -35,12 +31,10 @@ fn split_key(split: Split) -> &'static str {
     }
 }
 
-/// Cached trunk outputs of one dataset split.
-struct CachedSplit {
-    /// Row-major [N, S·D].
-    data: Vec<f32>,
-    filled: Vec<bool>,
-    key: String,
+/// The store keys of one dataset split's images, and which are known to be stored.
+struct SplitEntries {
+    keys: Vec<ImageKey>,
+    stored: Vec<bool>,
 }
 
 /// Batches of `(hidden [B,S,D], targets [B·T])`.
@@ -54,35 +48,33 @@ pub(crate) struct TrunkFeatures<B: Backend> {
     /// The trunk that computes: `trunk` in `model.trunk_precision`.
     compute: ViTTrunk<B>,
     device: B::Device,
-    cache: Option<CacheSettings>,
-    splits: HashMap<String, CachedSplit>,
-    /// Tokens kept per image (S) and width (D), known after the first trunk call.
-    token_shape: Option<[usize; 2]>,
+    store: Option<StoreSettings>,
+    splits: HashMap<&'static str, SplitEntries>,
 }
 
-struct CacheSettings {
-    dir: PathBuf,
-    base_key: String,
+struct StoreSettings {
+    store: TrunkStore,
     cls_only: bool,
-    /// The sidecar of every file, less what each split and the trunk's output fill in.
-    meta: FeatureMeta,
-    /// Upper bound on cached floats per split (memory guard).
-    max_floats: usize,
+    /// `train.cache_max_gb` in bytes.
+    max_bytes: Option<u64>,
 }
 
 impl<B: Backend> std::fmt::Debug for TrunkFeatures<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrunkFeatures")
-            .field("cache", &self.cache.is_some())
+            .field(
+                "store",
+                &self.store.as_ref().map(|s| s.store.dir().to_path_buf()),
+            )
             .finish()
     }
 }
 
-/// Largest cache kept in memory per split: 4 GiB of f32.
-const MAX_CACHE_FLOATS: usize = 1 << 30;
+/// Seconds between progress lines while the store fills.
+const PROGRESS_EVERY_S: f64 = 10.0;
 
 impl<B: Backend> TrunkFeatures<B> {
-    /// A source over `trunk`; caching is decided from the config (see the module docs).
+    /// A source over `trunk`; the store is used as the module docs say.
     pub(crate) fn new(
         trunk: ViTTrunk<B>,
         cfg: &RunConfig,
@@ -97,25 +89,15 @@ impl<B: Backend> TrunkFeatures<B> {
         if has_params {
             tracing::info!("frozen trunk: {}", applied.describe());
         }
-        let precision = applied.precision();
-        let cache = if cfg.train.feature_cache && !augment && has_params {
-            let mut h = Sha256::new();
-            h.update(trunk_fingerprint.as_bytes());
-            h.update(serde_json::to_vec(&cfg.data.preprocess)?);
-            h.update(trainable_layers.to_le_bytes());
-            // Older caches (all f32) keep their keys.
-            if precision != TrunkPrecision::F32 {
-                h.update(precision.name().as_bytes());
-            }
-            let base_key = hex(&h.finalize());
-            Some(CacheSettings {
-                dir: cfg.train.cache_dir.clone(),
-                base_key,
-                cls_only: trainable_layers == 0,
-                meta: FeatureMeta {
+        let store = if cfg.train.feature_cache && !augment && has_params {
+            let cls_only = trainable_layers == 0;
+            let side = cfg.data.preprocess.size / vit.patch_size.max(1);
+            let manifest = StoreManifest {
+                format_version: 1,
+                trunk: FeatureMeta {
                     format_version: FEATURE_FORMAT_VERSION,
                     weights_sha256: trunk_fingerprint.to_string(),
-                    weights_path: cfg.model.backbone.clone().unwrap_or_default(),
+                    weights_path: Default::default(),
                     config: vit.clone(),
                     preprocess: cfg.data.preprocess.clone(),
                     // Tokens after the frozen layers, before the final LayerNorm.
@@ -124,13 +106,20 @@ impl<B: Backend> TrunkFeatures<B> {
                     tokens: 0,
                     dim: 0,
                     images_sha256: String::new(),
-                    trunk_precision: precision,
+                    trunk_precision: applied.precision(),
                 },
-                max_floats: MAX_CACHE_FLOATS,
+                tokens: if cls_only { 1 } else { side * side + 1 },
+                dim: vit.hidden_size,
+                dtype: cfg.train.cache_dtype,
+            };
+            Some(StoreSettings {
+                store: TrunkStore::open(&cfg.train.cache_dir, manifest)?,
+                cls_only,
+                max_bytes: cfg.train.cache_max_gb.map(|gb| (gb * 1e9) as u64),
             })
         } else {
             if cfg.train.feature_cache && augment {
-                tracing::info!("feature cache off: augmentation is on");
+                tracing::info!("trunk store off: augmentation is on, so the trunk's output for an image changes every epoch");
             }
             None
         };
@@ -138,9 +127,8 @@ impl<B: Backend> TrunkFeatures<B> {
             trunk,
             compute,
             device: device.clone(),
-            cache,
+            store,
             splits: HashMap::new(),
-            token_shape: None,
         })
     }
 
@@ -158,8 +146,8 @@ impl<B: Backend> TrunkFeatures<B> {
             &self.device,
         );
         let h = self.compute.forward(pixels);
-        match &self.cache {
-            Some(c) if c.cls_only => {
+        match &self.store {
+            Some(s) if s.cls_only => {
                 let [b, _, d] = h.dims();
                 h.slice([0..b, 0..1, 0..d])
             }
@@ -167,140 +155,152 @@ impl<B: Backend> TrunkFeatures<B> {
         }
     }
 
-    /// Fills the cache for `indices` of the split `split_key` (no-op without a cache).
-    fn fill(&mut self, loader: &BatchLoader, split_key: &str, indices: &[usize]) -> Result<()> {
-        let Some(cs) = &self.cache else { return Ok(()) };
-        let ds = loader.dataset();
-        let n = ds.len();
-        if !self.splits.contains_key(split_key) {
-            let mut h = Sha256::new();
-            h.update(cs.base_key.as_bytes());
-            h.update(split_key.as_bytes());
-            h.update(ds.split.as_bytes());
-            for p in &ds.paths {
-                h.update(p.to_string_lossy().as_bytes());
-                h.update([0u8]);
-            }
-            let key = hex(&h.finalize()[..16]);
-            let file = cs.dir.join(format!("{key}.npy"));
-            let mut entry = CachedSplit {
-                data: Vec::new(),
-                filled: vec![false; n],
-                key,
-            };
-            let side = sidecar_path(&file);
-            let sidecar: Option<FeatureMeta> = std::fs::read_to_string(&side)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok());
-            if let (true, Some(sc)) = (file.is_file(), sidecar) {
-                // The shape is the file's to say; everything else must be what this run computes.
-                let want = FeatureMeta {
-                    num_images: n,
-                    tokens: sc.tokens,
-                    dim: sc.dim,
-                    images_sha256: sha256_paths(&ds.paths),
-                    ..cs.meta.clone()
-                };
-                let diff = sc.differences(&want);
-                match fairpo_io::read_npy_f32(&file) {
-                    _ if !diff.is_empty() => tracing::warn!(
-                        "feature cache {} is stale (differs in: {}); recomputing",
-                        file.display(),
-                        diff.join(", ")
-                    ),
-                    Ok(m) if m.rows == n && m.cols == sc.tokens * sc.dim => {
-                        tracing::info!("feature cache hit: {} ({} images)", file.display(), n);
-                        entry.data = m.data;
-                        entry.filled = vec![true; n];
-                        self.token_shape = Some([sc.tokens, sc.dim]);
-                    }
-                    Ok(m) => tracing::warn!(
-                        "feature cache {} has shape [{}, {}], expected [{n}, {}]; recomputing",
-                        file.display(),
-                        m.rows,
-                        m.cols,
-                        sc.tokens * sc.dim
-                    ),
-                    Err(e) => tracing::warn!("feature cache unreadable ({e}); recomputing"),
-                }
-            }
-            self.splits.insert(split_key.to_string(), entry);
-        }
-        let missing: Vec<usize> = {
-            let e = &self.splits[split_key];
-            let mut m: Vec<usize> = indices.iter().copied().filter(|&i| !e.filled[i]).collect();
-            m.sort_unstable();
-            m.dedup();
-            m
-        };
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        tracing::info!(
-            split = split_key,
-            images = missing.len(),
-            "computing trunk features for the cache"
-        );
-        for batch in loader.epoch(&missing, 0)? {
+    /// Runs the trunk over `indices` of the loader's dataset and stores each output,
+    /// calling `each(position in indices, values)`; logs progress when `progress`.
+    fn compute_and_store(
+        &self,
+        loader: &BatchLoader,
+        keys: &[ImageKey],
+        indices: &[usize],
+        progress: bool,
+        mut each: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let Some(st) = &self.store else { return Ok(()) };
+        let row = st.store.row();
+        let started = Instant::now();
+        let mut last = 0.0;
+        let mut done = 0;
+        let position: HashMap<usize, usize> =
+            indices.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        for batch in loader.epoch(indices, 0)? {
             let batch = batch?;
             let h = self.run_trunk(&batch);
-            let [b, s, d] = h.dims();
-            let row = s * d;
             let values = h
                 .into_data()
                 .convert::<f32>()
                 .into_vec::<f32>()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            let max_floats = self.cache.as_ref().map_or(0, |c| c.max_floats);
-            let e = self.splits.get_mut(split_key).expect("inserted above");
-            if e.data.is_empty() {
-                if n * row > max_floats {
-                    tracing::warn!(
-                        "feature cache off for {split_key}: {} images × {row} floats exceed the in-memory limit",
-                        n
-                    );
-                    self.cache = None;
-                    self.splits.clear();
-                    return Ok(());
-                }
-                e.data = vec![0.0; n * row];
+            if values.len() != batch.indices.len() * row {
+                bail!(
+                    "trunk store: the trunk gave {} values for {} images, expected {row} each (tokens × width {:?})",
+                    values.len(),
+                    batch.indices.len(),
+                    st.store.token_shape()
+                );
             }
-            for (j, &i) in batch.indices.iter().enumerate().take(b) {
-                e.data[i * row..(i + 1) * row].copy_from_slice(&values[j * row..(j + 1) * row]);
-                e.filled[i] = true;
+            for (j, &i) in batch.indices.iter().enumerate() {
+                let v = &values[j * row..(j + 1) * row];
+                st.store.write(&keys[i], v)?;
+                each(position[&i], v);
             }
-            self.token_shape = Some([s, d]);
+            done += batch.indices.len();
+            let t = started.elapsed().as_secs_f64();
+            if progress && t - last >= PROGRESS_EVERY_S && done < indices.len() {
+                last = t;
+                let rate = done as f64 / t;
+                tracing::info!(
+                    "trunk store: {done}/{} images, {rate:.1} img/s, ETA {:.0} s",
+                    indices.len(),
+                    (indices.len() - done) as f64 / rate
+                );
+            }
         }
-        let e = &self.splits[split_key];
+        Ok(())
+    }
+
+    /// Makes sure the store holds `indices` of the split `split_key` (no-op without a store):
+    /// hashes the split's images once, then computes what is missing, after checking that the
+    /// disk and `train.cache_max_gb` can hold it.
+    fn fill(
+        &mut self,
+        loader: &BatchLoader,
+        split_key: &'static str,
+        indices: &[usize],
+    ) -> Result<()> {
+        let Some(st) = &self.store else { return Ok(()) };
+        let ds = loader.dataset();
+        if !self.splits.contains_key(split_key) {
+            let started = Instant::now();
+            let keys = trunk_store::image_keys(&ds.paths)?;
+            tracing::info!(
+                split = split_key,
+                "trunk store: hashed {} images in {:.1} s",
+                keys.len(),
+                started.elapsed().as_secs_f64()
+            );
+            let stored = vec![false; keys.len()];
+            self.splits.insert(split_key, SplitEntries { keys, stored });
+        }
+        let entries = self.splits.get_mut(split_key).expect("inserted above");
+        let mut missing = Vec::new();
+        for &i in indices {
+            if !entries.stored[i] {
+                if st.store.contains(&entries.keys[i]) {
+                    entries.stored[i] = true;
+                } else {
+                    missing.push(i);
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let dir = st.store.dir();
+        if missing.is_empty() {
+            tracing::info!(
+                split = split_key,
+                "trunk store hit: {} images in {}",
+                indices.len(),
+                dir.display()
+            );
+            return Ok(());
+        }
+        let need = missing.len() as u64 * st.store.entry_bytes();
+        let free = trunk_store::available_bytes(dir);
         tracing::info!(
             split = split_key,
-            seconds = format_args!("{:.1}", started.elapsed().as_secs_f64()),
-            "trunk features cached"
+            "trunk store {}: computing {} of {} images ({} as {}; {} free there)",
+            dir.display(),
+            missing.len(),
+            indices.len(),
+            human_bytes(need),
+            st.store.dtype_name(),
+            free.map_or_else(|| "unknown".to_string(), human_bytes)
         );
-        if e.filled.iter().all(|&f| f) {
-            if let (Some(cs), Some([s, d])) = (&self.cache, self.token_shape) {
-                let file = cs.dir.join(format!("{}.npy", e.key));
-                std::fs::create_dir_all(&cs.dir)
-                    .with_context(|| format!("creating {}", cs.dir.display()))?;
-                let m = fairpo_io::Matrix {
-                    rows: n,
-                    cols: s * d,
-                    data: e.data.clone(),
-                };
-                fairpo_io::write_npy_f32(&file, &m)?;
-                // The sidecar goes last: a cache with a sidecar is complete.
-                let sc = FeatureMeta {
-                    num_images: n,
-                    tokens: s,
-                    dim: d,
-                    images_sha256: sha256_paths(&loader.dataset().paths),
-                    ..cs.meta.clone()
-                };
-                fairpo_io::write_json_atomic(sidecar_path(&file), &sc)?;
-                tracing::info!("feature cache written: {}", file.display());
+        if let Some(free) = free.filter(|&f| need > f) {
+            bail!(
+                "the trunk store {} needs {} more for the {split_key} split but only {} is free; free space there, set train.cache_dir to a larger disk, store f16 values (train.cache_dtype = \"f16\", half the size) or turn the store off (train.feature_cache = false)",
+                dir.display(),
+                human_bytes(need),
+                human_bytes(free)
+            );
+        }
+        if let Some(cap) = st.max_bytes {
+            let have = st.store.size_on_disk();
+            if have + need > cap {
+                bail!(
+                    "the trunk store {} holds {} and needs {} more for the {split_key} split, over train.cache_max_gb ({}); raise the cap, store f16 values (train.cache_dtype = \"f16\") or turn the store off (train.feature_cache = false)",
+                    dir.display(),
+                    human_bytes(have),
+                    human_bytes(need),
+                    human_bytes(cap)
+                );
             }
         }
+        let started = Instant::now();
+        let keys = std::mem::take(&mut entries.keys);
+        let result = self.compute_and_store(loader, &keys, &missing, true, |_, _| {});
+        let entries = self.splits.get_mut(split_key).expect("inserted above");
+        entries.keys = keys;
+        result?;
+        for &i in &missing {
+            entries.stored[i] = true;
+        }
+        tracing::info!(
+            split = split_key,
+            "trunk store: {} entries written in {:.1} s",
+            missing.len(),
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
@@ -316,19 +316,16 @@ impl<B: Backend> TrunkFeatures<B> {
     ) -> Result<HiddenBatches<'a, B>> {
         let split_key = split_key(split);
         self.fill(loader, split_key, indices)?;
-        if self.cache.is_none() {
-            let this: &'a Self = self;
+        let this: &'a Self = self;
+        let Some(st) = &this.store else {
             let it = loader.epoch(indices, epoch)?.map(move |b| {
                 let b = b?;
                 Ok((this.run_trunk(&b), b.targets))
             });
             return Ok(Box::new(it));
-        }
-        let this: &'a Self = self;
-        let entry = &this.splits[split_key];
-        let [s, d] = this
-            .token_shape
-            .ok_or_else(|| anyhow::anyhow!("feature cache for {split_key} has no token shape"))?;
+        };
+        let keys = &this.splits[split_key].keys;
+        let [s, d] = st.store.token_shape();
         let row = s * d;
         let ds = loader.dataset().clone();
         let bs = batch_size.max(1);
@@ -336,9 +333,30 @@ impl<B: Backend> TrunkFeatures<B> {
         let it = chunks.into_iter().map(move |chunk| {
             let mut data = Vec::with_capacity(chunk.len() * row);
             let mut targets = Vec::with_capacity(chunk.len() * ds.num_labels());
+            let mut damaged = Vec::new();
             for &i in &chunk {
-                data.extend_from_slice(&entry.data[i * row..(i + 1) * row]);
+                let start = data.len();
+                if let Err(miss) = st.store.read_into(&keys[i], &mut data) {
+                    let why = match miss {
+                        Miss::Absent => "missing".to_string(),
+                        Miss::Damaged(reason) => format!("damaged ({reason})"),
+                    };
+                    tracing::warn!(
+                        "trunk store entry of {} is {why}; recomputing it",
+                        ds.paths[i].display()
+                    );
+                    data.resize(start + row, 0.0);
+                    damaged.push(i);
+                }
                 targets.extend_from_slice(ds.target_row(i));
+            }
+            if !damaged.is_empty() {
+                let at: HashMap<usize, usize> =
+                    chunk.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+                this.compute_and_store(loader, keys, &damaged, false, |p, v| {
+                    let pos = at[&damaged[p]];
+                    data[pos * row..(pos + 1) * row].copy_from_slice(v);
+                })?;
             }
             let h =
                 Tensor::<B, 3>::from_data(TensorData::new(data, [chunk.len(), s, d]), &this.device);

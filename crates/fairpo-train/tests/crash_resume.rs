@@ -211,7 +211,7 @@ fn augmented_run_resumes_exactly_and_bypasses_the_cache() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("feature cache off: augmentation is on"),
+        String::from_utf8_lossy(&out.stderr).contains("trunk store off: augmentation is on"),
         "no log line says the cache is off:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -1,6 +1,6 @@
-//! The trainer's trunk-output cache: a second run with the same backbone reads it, and a file
-//! whose sidecar (the `FeatureMeta` of `fairpo features`) no longer matches what the run would
-//! compute is recomputed with a warning naming the field, never used.
+//! The trainer's trunk store: later runs with the same trunk read it and score exactly as
+//! without it, entries follow image content, damaged entries are recomputed, concurrent runs
+//! share it safely, and its cap and f16 format work.
 
 mod common;
 
@@ -21,6 +21,14 @@ fn config_with(dir: &Path, name: &str, model: &str) -> String {
     );
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
+}
+
+/// [`config`] with `lines` added to `[train]` (the file's last table).
+fn config_train(dir: &Path, name: &str, lines: &str) -> String {
+    let p = config(dir, name);
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, format!("{text}{lines}\n")).unwrap();
+    p
 }
 
 /// Runs a training and returns its log output and `scores.npy`.
@@ -52,38 +60,183 @@ fn generate(dir: &Path, seed: &str, images: &str) {
     );
 }
 
+/// The store's entry files under `dir/cache`.
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "bin") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dir.join("cache"), &mut out);
+    out.sort();
+    out
+}
+
 #[test]
-fn cache_is_reused_and_a_stale_sidecar_is_recomputed() {
+fn the_store_is_reused_exactly_and_damaged_entries_are_recomputed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     generate(dir, "2", "120");
     let (log, first) = train(dir, "first");
-    assert!(log.contains("feature cache written"), "{log}");
-    let (log, again) = train(dir, "again");
-    assert!(log.contains("feature cache hit"), "{log}");
-    assert_eq!(first, again, "a cached run scores as the first");
-
-    // Tamper with every sidecar's preprocessing: the run must not trust the files.
-    let mut sidecars = 0;
-    for e in std::fs::read_dir(dir.join("cache")).unwrap() {
-        let p = e.unwrap().path();
-        if p.to_string_lossy().ends_with(".npy.json") {
-            let mut meta: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            assert_eq!(meta["format_version"], 2, "{}", p.display());
-            meta["preprocess"]["size"] = serde_json::json!(99);
-            std::fs::write(&p, meta.to_string()).unwrap();
-            sidecars += 1;
-        }
-    }
-    assert!(sidecars >= 2, "train and test caches, found {sidecars}");
-    let (log, stale) = train(dir, "stale");
     assert!(
-        log.contains("is stale (differs in: preprocessing); recomputing"),
+        log.contains("trunk store") && log.contains(": computing "),
         "{log}"
     );
-    assert!(!log.contains("feature cache hit"), "{log}");
-    assert_eq!(first, stale, "recomputed features score as the first run");
+    // One entry per image of train2014 and val2014 (the generator draws distinct images).
+    assert_eq!(entries(dir).len(), 120);
+    let (log, again) = train(dir, "again");
+    assert!(
+        log.contains("trunk store hit") && !log.contains("computing"),
+        "{log}"
+    );
+    assert_eq!(first, again, "a run reading the store scores as the first");
+    let cfg = config_train(dir, "no-store", "feature_cache = false");
+    let (log, live) = train_config(dir, "no-store", cfg);
+    assert!(!log.contains("trunk store"), "{log}");
+    assert_eq!(
+        first, live,
+        "stored outputs are the computed ones, bit for bit"
+    );
+
+    // Entries follow the images' content: the same images under another folder hit.
+    std::fs::rename(dir.join("data"), dir.join("moved")).unwrap();
+    let cfg = config(dir, "moved");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("root = \"data\"", "root = \"moved\"")).unwrap();
+    let (log, moved) = train_config(dir, "moved", cfg);
+    assert!(
+        log.contains("trunk store hit") && !log.contains("computing"),
+        "{log}"
+    );
+    assert_eq!(first, moved);
+    std::fs::rename(dir.join("moved"), dir.join("data")).unwrap();
+
+    // Damage every entry (one flipped payload bit each): none is used, all are recomputed
+    // and rewritten, and the scores do not change.
+    for p in entries(dir) {
+        let mut b = std::fs::read(&p).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 0x01;
+        std::fs::write(&p, b).unwrap();
+    }
+    let (log, repaired) = train(dir, "repaired");
+    assert!(
+        log.contains("is damaged (checksum mismatch); recomputing it"),
+        "{log}"
+    );
+    assert_eq!(first, repaired, "recomputed outputs score as the first run");
+    let (log, _) = train(dir, "after-repair");
+    assert!(!log.contains("damaged"), "entries were rewritten: {log}");
+}
+
+/// Two processes filling one empty store at the same time both finish, score as a run
+/// without the store, and leave only whole entries.
+#[test]
+fn concurrent_runs_share_one_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    generate(dir, "4", "120");
+    let children: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            let cfg = config(dir, name);
+            fairpo_command(&["train", "--config", &cfg], dir)
+                .env("RUST_LOG", "info")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (child, name) in children.into_iter().zip(["one", "two"]) {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let read = |name: &str| std::fs::read(dir.join("runs").join(name).join("scores.npy")).unwrap();
+    assert_eq!(read("one"), read("two"));
+    assert_eq!(entries(dir).len(), 120);
+    let (log, third) = train(dir, "third");
+    assert!(
+        log.contains("trunk store hit") && !log.contains("damaged"),
+        "{log}"
+    );
+    assert_eq!(third, read("one"));
+    // No temporary file is left behind.
+    let mut stray = Vec::new();
+    for e in std::fs::read_dir(dir.join("cache")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            for sub in std::fs::read_dir(&p).unwrap() {
+                let q = sub.unwrap().path();
+                if q.is_dir() {
+                    stray.extend(
+                        std::fs::read_dir(&q)
+                            .unwrap()
+                            .map(|f| f.unwrap().path())
+                            .filter(|f| f.to_string_lossy().ends_with(".tmp")),
+                    );
+                }
+            }
+        }
+    }
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+/// `train.cache_max_gb` stops a run before it fills the store past the cap, naming it; f16
+/// entries are another store, half the size, with scores close to f32's.
+#[test]
+fn the_store_keeps_to_its_cap_and_f16_halves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    generate(dir, "6", "60");
+    let capped = config_train(dir, "capped", "cache_max_gb = 1e-6");
+    let out = fairpo_command(&["train", "--config", &capped], dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("train.cache_max_gb"),
+        "{err}"
+    );
+
+    let (_, f32_scores) = train(dir, "f32");
+    let f32_bytes: u64 = entries(dir)
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    let half = config_train(dir, "f16", "cache_dtype = \"f16\"");
+    let (log, f16_scores) = train_config(dir, "f16", half);
+    assert!(log.contains("as f16"), "{log}");
+    let all: u64 = entries(dir)
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    let f16_bytes = all - f32_bytes;
+    // 24-byte headers aside, half the bytes.
+    assert_eq!(f32_bytes - 60 * 24, 2 * (f16_bytes - 60 * 24));
+    let (a, b) = (scores(&f32_scores), scores(&f16_scores));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-2, "f16 inputs moved a score by {diff}");
+}
+
+/// The values of a `scores.npy`'s bytes.
+fn scores(npy: &[u8]) -> Vec<f32> {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), npy).unwrap();
+    fairpo_io::read_npy_scores(tmp.path()).unwrap().data
 }
 
 /// A bf16 trunk computes other outputs, so it has a cache of its own: it neither reads nor
@@ -99,16 +252,22 @@ fn a_bf16_trunk_has_a_cache_of_its_own() {
     let cfg = config_with(dir, "bf16", "trunk_precision = \"bf16\"");
     let (log, bf16_scores) = train_config(dir, "bf16", cfg);
     if log.contains("frozen trunk: bf16 products on the AMX tile unit in 1 layer") {
-        assert!(log.contains("feature cache written"), "{log}");
-        assert!(!log.contains("feature cache hit"), "{log}");
+        assert!(log.contains(": computing "), "{log}");
+        assert!(!log.contains("trunk store hit"), "{log}");
         assert_ne!(f32_scores, bf16_scores, "the bf16 trunk gave f32's scores");
         // The f32 run still finds its own cache.
         let (log, again) = train(dir, "f32-again");
-        assert!(log.contains("feature cache hit"), "{log}");
+        assert!(
+            log.contains("trunk store hit") && !log.contains("computing"),
+            "{log}"
+        );
         assert_eq!(f32_scores, again);
     } else {
         assert!(log.contains("bf16 was asked for, but"), "{log}");
-        assert!(log.contains("feature cache hit"), "{log}");
+        assert!(
+            log.contains("trunk store hit") && !log.contains("computing"),
+            "{log}"
+        );
         assert_eq!(f32_scores, bf16_scores);
     }
 }

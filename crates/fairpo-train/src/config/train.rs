@@ -64,10 +64,19 @@ pub struct TrainSettings {
     /// Seed for head initialisation, data order, augmentation and pair sampling (the
     /// validation split has its own `data.split_seed`). Default 42.
     pub seed: u64,
-    /// Reuse the frozen trunk's outputs across epochs/runs when augmentation is off. Default true.
+    /// Keep the frozen trunk's output for each image in the on-disk trunk store and read it
+    /// back in every later epoch and run with the same trunk (augmentation off; see
+    /// `trunk_store.rs`). Default true.
     pub feature_cache: bool,
-    /// Where cached trunk outputs live. Default `runs/.feature-cache`.
+    /// Where the trunk store lives (shared by every run that names it). Default
+    /// `runs/.feature-cache`.
     pub cache_dir: PathBuf,
+    /// Number format of stored outputs: `"f32"` (exact) or `"f16"` (half the disk; each
+    /// value rounded to half precision). Default `"f32"`.
+    pub cache_dtype: crate::trunk_store::StoreDtype,
+    /// Refuse to start when the trunk store would grow beyond this many GB (10^9 bytes).
+    /// Default: no cap (the free disk space still bounds it).
+    pub cache_max_gb: Option<f64>,
     /// Probability threshold for F1/EMR/accuracy. Default 0.5.
     pub threshold: f64,
     /// Sample set for sample-based metrics: `all` (default) or `positive`.
@@ -102,6 +111,8 @@ impl Default for TrainSettings {
             seed: 42,
             feature_cache: true,
             cache_dir: PathBuf::from("runs/.feature-cache"),
+            cache_dtype: crate::trunk_store::StoreDtype::F32,
+            cache_max_gb: None,
             threshold: 0.5,
             samples: fairpo_metrics::SampleSet::All,
             per_batch: None,

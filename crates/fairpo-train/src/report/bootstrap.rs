@@ -115,11 +115,16 @@ pub(crate) fn paired(
      -> Result<[[Option<f64>; 4]; 2]> {
         let mut sum = [[Some(0.0); 4]; 2];
         for p in pairs {
-            let (a, o) = (metrics(&scores(p.reference), y)?, metrics(&scores(p.other), y)?);
+            let (a, o) = (
+                metrics(&scores(p.reference), y)?,
+                metrics(&scores(p.other), y)?,
+            );
             for (g, row) in sum.iter_mut().enumerate() {
                 for (k, cell) in row.iter_mut().enumerate() {
                     let read = METRICS[k].1;
-                    let d = read(group(&o, g)).zip(read(group(&a, g))).map(|(o, a)| o - a);
+                    let d = read(group(&o, g))
+                        .zip(read(group(&a, g)))
+                        .map(|(o, a)| o - a);
                     *cell = cell.zip(d).map(|(s, d)| s + d);
                 }
             }

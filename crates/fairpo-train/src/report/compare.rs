@@ -309,7 +309,11 @@ fn bootstrap_section(
     let reference = &rows[0].series;
     // The reference run of each seed (the first, if a seed appears twice).
     let mut by_seed: BTreeMap<u64, usize> = BTreeMap::new();
-    for (i, r) in rows.iter().enumerate().filter(|(_, r)| &r.series == reference) {
+    for (i, r) in rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| &r.series == reference)
+    {
         by_seed.entry(r.seed).or_insert(i);
     }
     let header: Vec<String> = bootstrap::GROUPS
@@ -357,7 +361,10 @@ fn bootstrap_section(
                     "seed {}: its test targets or privileged labels differ from the reference's",
                     row.seed
                 )),
-                None => unpaired.push(format!("seed {}: no `{reference}` run with that seed", row.seed)),
+                None => unpaired.push(format!(
+                    "seed {}: no `{reference}` run with that seed",
+                    row.seed
+                )),
             }
         }
         let label = if pairs.len() > 1 {
