@@ -139,9 +139,10 @@ pub(crate) fn evaluate_split<B: Backend>(
 ) -> Result<Evaluation> {
     let t = partition.num_labels();
     let mut acc = MetricsAccumulator::new(t);
-    for item in hidden.batches(loader, split, indices, 0, settings.batch_size)? {
-        let (h, targets) = item?;
-        let logits = policy.forward(h);
+    for item in hidden.batches(loader, split, indices, 0, settings.batch_size, None)? {
+        let batch = item?;
+        let targets = batch.targets;
+        let logits = policy.forward(batch.hidden);
         let probs = probabilities(logits);
         acc.push(&probs, &targets).context("collecting scores")?;
     }

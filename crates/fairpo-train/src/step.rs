@@ -47,6 +47,15 @@ pub enum Pairs<'a> {
     Plan(&'a PairPlan),
 }
 
+/// What the reference model contributes to a step.
+pub enum Reference<'a, B: Backend> {
+    /// The frozen reference policy, run on the step's hidden states.
+    Model(&'a Policy<B>),
+    /// Its logits `[B, T]` for the batch, already known (the trunk store's cached reference
+    /// outputs).
+    Logits(Tensor<B, 2>),
+}
+
 /// The fixed settings of every step of a run.
 #[derive(Clone, Copy, Debug)]
 pub struct StepSettings<'a> {
@@ -109,7 +118,7 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
     policy: Policy<B>,
     optim: &mut O,
     scheduler: Option<&mut Scheduler>,
-    reference: Option<&Policy<B::InnerBackend>>,
+    reference: Option<Reference<'_, B::InnerBackend>>,
     hidden: Tensor<B::InnerBackend, 3>,
     targets: &[u8],
     pairs: Pairs<'_>,
@@ -125,7 +134,12 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
         );
     }
     let logits = policy.forward(Tensor::<B, 3>::from_inner(hidden.clone()));
-    let reference_logits = reference.map(|r| Tensor::<B, 2>::from_inner(r.forward(hidden)));
+    let reference_logits = reference.map(|r| {
+        Tensor::<B, 2>::from_inner(match r {
+            Reference::Model(policy) => policy.forward(hidden),
+            Reference::Logits(logits) => logits,
+        })
+    });
     let targets = Tensor::<B, 2>::from_data(
         TensorData::new(targets.iter().map(|&v| f32::from(v)).collect(), [b, t]),
         &device,

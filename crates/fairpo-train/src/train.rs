@@ -274,6 +274,9 @@ pub fn train<B: AutodiffBackend>(
     let test_loader = batch_loader(&test_ds, &cfg, cfg.train.eval_batch_size, false)?;
     let mut hidden =
         TrunkFeatures::new(trunk, &cfg, &backbone.config, &trunk_fp, k, augment, device)?;
+    if let Some(r) = &reference {
+        hidden.store_reference_logits(r, partition.num_labels())?;
+    }
 
     let selection = EvalSplit::from(splits.select_on);
     let sel_name = selection.name();
@@ -306,17 +309,30 @@ pub fn train<B: AutodiffBackend>(
         );
         pb.set_position(state.batches_done as u64);
         let mut last_note = Instant::now();
-        let mut batches = hidden.batches(&train_loader, Split::Train, rest, epoch as u64, bs)?;
+        let mut batches = hidden.batches(
+            &train_loader,
+            Split::Train,
+            rest,
+            epoch as u64,
+            bs,
+            reference.as_ref(),
+        )?;
         while let Some(item) = batches.next() {
-            let (hidden_inner, targets) = item?;
+            let batch = item?;
+            let targets = batch.targets;
+            // The stored reference logits when the trunk store has them, else the model.
+            let reference = match batch.reference {
+                Some(logits) => Some(step::Reference::Logits(logits)),
+                None => reference.as_ref().map(step::Reference::Model),
+            };
             let mut rng = step_rng(cfg.train.seed, state.step);
             let report;
             (policy, report) = step::train_step(
                 policy,
                 &mut optim,
                 Some(&mut scheduler),
-                reference.as_ref(),
-                hidden_inner,
+                reference,
+                batch.hidden,
                 &targets,
                 Pairs::Draw(&mut rng),
                 &step_settings,

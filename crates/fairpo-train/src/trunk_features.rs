@@ -19,9 +19,13 @@ use burn::prelude::*;
 use fairpo_data::{Batch, BatchLoader, Split};
 use fairpo_vit::{ViTConfig, ViTTrunk};
 
+use crate::checkpoint::model_file::parameter_fingerprint;
 use crate::config::RunConfig;
 use crate::features::{FeatureLayer, FeatureMeta, FEATURE_FORMAT_VERSION};
-use crate::trunk_store::{self, human_bytes, ImageKey, Miss, StoreManifest, TrunkStore};
+use crate::policy::Policy;
+use crate::trunk_store::{
+    self, human_bytes, ImageKey, Miss, ReferenceOutputs, StoreDtype, StoreManifest, TrunkStore,
+};
 
 /// The name of a dataset split in the cache key.
 fn split_key(split: Split) -> &'static str {
@@ -37,9 +41,19 @@ struct SplitEntries {
     stored: Vec<bool>,
 }
 
-/// Batches of `(hidden [B,S,D], targets [B·T])`.
-pub(crate) type HiddenBatches<'a, B> =
-    Box<dyn Iterator<Item = Result<(Tensor<B, 3>, Vec<u8>)>> + 'a>;
+/// One batch of the trunk's outputs.
+pub(crate) struct HiddenBatch<B: Backend> {
+    /// `[B, S, D]`.
+    pub hidden: Tensor<B, 3>,
+    /// `B·T` 0/1 values, row-major.
+    pub targets: Vec<u8>,
+    /// The reference model's logits `[B, T]` when they were asked for and the store holds
+    /// (or has just computed) them; otherwise the step runs the reference itself.
+    pub reference: Option<Tensor<B, 2>>,
+}
+
+/// Batches of [`HiddenBatch`].
+pub(crate) type HiddenBatches<'a, B> = Box<dyn Iterator<Item = Result<HiddenBatch<B>>> + 'a>;
 
 /// Produces `(hidden [B,S,D], targets [B·T])` batches.
 pub(crate) struct TrunkFeatures<B: Backend> {
@@ -50,6 +64,8 @@ pub(crate) struct TrunkFeatures<B: Backend> {
     device: B::Device,
     store: Option<StoreSettings>,
     splits: HashMap<&'static str, SplitEntries>,
+    /// The reference model's logits, beside the trunk store.
+    reference_store: Option<TrunkStore>,
 }
 
 struct StoreSettings {
@@ -111,6 +127,7 @@ impl<B: Backend> TrunkFeatures<B> {
                 tokens: if cls_only { 1 } else { side * side + 1 },
                 dim: vit.hidden_size,
                 dtype: cfg.train.cache_dtype,
+                reference: None,
             };
             Some(StoreSettings {
                 store: TrunkStore::open(&cfg.train.cache_dir, manifest)?,
@@ -129,7 +146,34 @@ impl<B: Backend> TrunkFeatures<B> {
             device: device.clone(),
             store,
             splits: HashMap::new(),
+            reference_store: None,
         })
+    }
+
+    /// Keeps `reference`'s logits on the stored trunk outputs in a store of their own, so
+    /// [`TrunkFeatures::batches`] can hand them out (no-op without a trunk store).
+    pub(crate) fn store_reference_logits(
+        &mut self,
+        reference: &Policy<B>,
+        labels: usize,
+    ) -> Result<()> {
+        let Some(st) = &self.store else { return Ok(()) };
+        let trunk = st.store.manifest();
+        let manifest = StoreManifest {
+            tokens: 1,
+            dim: labels,
+            dtype: StoreDtype::F32,
+            reference: Some(ReferenceOutputs {
+                sha256: parameter_fingerprint(reference, "reference"),
+                trunk_dtype: trunk.dtype,
+            }),
+            ..trunk.clone()
+        };
+        let root = st.store.dir().parent().unwrap_or(st.store.dir());
+        let store = TrunkStore::open(root, manifest)?;
+        tracing::info!("reference logits: kept in {}", store.dir().display());
+        self.reference_store = Some(store);
+        Ok(())
     }
 
     /// Gives the trunk back (e.g. to join it with the tail for the final model).
@@ -313,6 +357,7 @@ impl<B: Backend> TrunkFeatures<B> {
         indices: &[usize],
         epoch: u64,
         batch_size: usize,
+        reference: Option<&'a Policy<B>>,
     ) -> Result<HiddenBatches<'a, B>> {
         let split_key = split_key(split);
         self.fill(loader, split_key, indices)?;
@@ -320,7 +365,11 @@ impl<B: Backend> TrunkFeatures<B> {
         let Some(st) = &this.store else {
             let it = loader.epoch(indices, epoch)?.map(move |b| {
                 let b = b?;
-                Ok((this.run_trunk(&b), b.targets))
+                Ok(HiddenBatch {
+                    hidden: this.run_trunk(&b),
+                    targets: b.targets,
+                    reference: None,
+                })
             });
             return Ok(Box::new(it));
         };
@@ -360,8 +409,64 @@ impl<B: Backend> TrunkFeatures<B> {
             }
             let h =
                 Tensor::<B, 3>::from_data(TensorData::new(data, [chunk.len(), s, d]), &this.device);
-            Ok((h, targets))
+            let reference = match (reference, &this.reference_store) {
+                (Some(model), Some(logits)) => Some(this.reference_logits(
+                    model,
+                    logits,
+                    &h,
+                    chunk.iter().map(|&i| &keys[i]),
+                )?),
+                _ => None,
+            };
+            Ok(HiddenBatch {
+                hidden: h,
+                targets,
+                reference,
+            })
         });
         Ok(Box::new(it))
+    }
+
+    /// The reference's logits for one batch: read from `store` when every image has them,
+    /// otherwise computed on the batch (as an uncached step would) and stored.
+    fn reference_logits<'k>(
+        &self,
+        model: &Policy<B>,
+        store: &TrunkStore,
+        hidden: &Tensor<B, 3>,
+        keys: impl Iterator<Item = &'k ImageKey>,
+    ) -> Result<Tensor<B, 2>> {
+        let keys: Vec<&ImageKey> = keys.collect();
+        let t = store.row();
+        let mut values = Vec::with_capacity(keys.len() * t);
+        let mut complete = true;
+        for k in &keys {
+            if let Err(miss) = store.read_into(k, &mut values) {
+                if let Miss::Damaged(reason) = miss {
+                    tracing::warn!(
+                        "reference logits entry damaged ({reason}); recomputing the batch"
+                    );
+                }
+                complete = false;
+                break;
+            }
+        }
+        if complete {
+            return Ok(Tensor::from_data(
+                TensorData::new(values, [keys.len(), t]),
+                &self.device,
+            ));
+        }
+        let logits = model.forward(hidden.clone());
+        let v = logits
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for (j, k) in keys.iter().enumerate() {
+            store.write(k, &v[j * t..(j + 1) * t])?;
+        }
+        Ok(logits)
     }
 }

@@ -16,6 +16,10 @@
 //! so concurrent runs filling one store only ever see whole entries (two writers of one
 //! entry write the same values; the last rename wins). Entries are not fsynced: after a crash
 //! a damaged entry fails its checksum and is recomputed.
+//!
+//! A frozen reference model's logits on those outputs are a store of their own (the manifest
+//! names the reference's parameter hash), so a FairPO step that reads them runs no reference
+//! forward.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -83,6 +87,19 @@ pub(crate) struct StoreManifest {
     pub dim: usize,
     /// Number format of the values.
     pub dtype: StoreDtype,
+    /// Set when the entries are a frozen reference model's logits (`tokens` 1, `dim` the
+    /// label count) on the trunk outputs this manifest's `trunk` describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceOutputs>,
+}
+
+/// Which reference model a store of logits holds the outputs of.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ReferenceOutputs {
+    /// SHA-256 of the reference tail's and heads' parameter values.
+    pub sha256: String,
+    /// The number format of the trunk outputs it ran on.
+    pub trunk_dtype: StoreDtype,
 }
 
 /// The content key of one image: the SHA-256 of its file's bytes, in hex.
@@ -144,6 +161,11 @@ impl TrunkStore {
             Err(_) => fairpo_io::write_json_atomic(&path, &manifest)?,
         }
         Ok(Self { dir, manifest })
+    }
+
+    /// What the store holds.
+    pub(crate) fn manifest(&self) -> &StoreManifest {
+        &self.manifest
     }
 
     /// The store's folder.
@@ -348,6 +370,7 @@ mod tests {
             tokens: 2,
             dim: 3,
             dtype,
+            reference: None,
         }
     }
 

@@ -196,6 +196,7 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
     let mut scheduler = scheduler.init(2).unwrap();
     let settings = StepSettings::new(&train, &objective, &fx.privileged);
     let reference = (name == "cpo_last").then_some(&reference);
+    let reference = || reference.map(step::Reference::Model);
 
     let px_len = 3 * fx.config.image_size * fx.config.image_size;
     let t = fx.labels;
@@ -245,7 +246,7 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
                 policy,
                 &mut adam_l2,
                 Some(&mut scheduler),
-                reference,
+                reference(),
                 hidden,
                 &y,
                 pairs,
@@ -256,7 +257,7 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
                 policy,
                 &mut adamw,
                 Some(&mut scheduler),
-                reference,
+                reference(),
                 hidden,
                 &y,
                 pairs,

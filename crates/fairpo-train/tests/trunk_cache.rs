@@ -271,3 +271,62 @@ fn a_bf16_trunk_has_a_cache_of_its_own() {
         assert_eq!(f32_scores, bf16_scores);
     }
 }
+
+/// With a reference, its logits on the stored trunk outputs are stored too: a FairPO run
+/// reads them instead of running the reference, and trains as a run without the store.
+#[test]
+fn reference_logits_are_stored_beside_the_trunk_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    generate(dir, "7", "100");
+    train(dir, "sft");
+    let cpo = |name: &str, train_lines: &str| {
+        let p = config_train(dir, name, &format!("epochs = 3\n{train_lines}"));
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(
+                "[model]\n",
+                "reference = \"runs/sft\"\n[model]\ninit_from = \"runs/sft\"\n",
+            )
+            .replace("epochs = 1\n", "")
+            .replace("method = \"bce\"", "method = \"cpo\"");
+        std::fs::write(&p, text).unwrap();
+        train_config(dir, name, p)
+    };
+    let (log, first) = cpo("cpo", "");
+    assert!(log.contains("reference logits: kept in"), "{log}");
+    let logits_dir = log
+        .lines()
+        .find_map(|l| l.split("reference logits: kept in ").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let stored = |d: &str| {
+        std::fs::read_dir(dir.join(d))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .flat_map(|e| std::fs::read_dir(e.unwrap().path()).unwrap())
+            .count()
+    };
+    // Every training image of train2014 (90 % of its 80 images) has its logits.
+    assert_eq!(stored(&logits_dir), 72, "{logits_dir}");
+    let (_, again) = cpo("cpo-again", "");
+    assert_eq!(
+        first, again,
+        "a run reading stored logits trains as the one that wrote them"
+    );
+    let (log, live) = cpo("cpo-live", "feature_cache = false");
+    assert!(!log.contains("reference logits"), "{log}");
+    let (a, b) = (scores(&first), scores(&live));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    // Logits stored from epoch 1's batches are read in later epochs; only the batch
+    // composition of their rounding differs from recomputing them.
+    assert!(
+        diff < 1e-5,
+        "stored reference logits moved a score by {diff}"
+    );
+}

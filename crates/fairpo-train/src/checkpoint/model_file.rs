@@ -201,7 +201,12 @@ pub fn read_heads_safetensors<B: Backend>(
 /// SHA-256 over the trunk's parameter values (not their ids), in module order: two
 /// trunks with the same fingerprint compute the same hidden states.
 pub(crate) fn trunk_fingerprint<B: Backend>(trunk: &ViTTrunk<B>) -> String {
-    struct Hasher(Sha256, usize);
+    parameter_fingerprint(trunk, &format!("layers={}", trunk.num_layers()))
+}
+
+/// SHA-256 over a module's parameter values and shapes in module order, then `suffix`.
+pub(crate) fn parameter_fingerprint<B: Backend, M: Module<B>>(module: &M, suffix: &str) -> String {
+    struct Hasher(Sha256);
     impl<B: Backend> ModuleVisitor<B> for Hasher {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             let data = param.val().into_data().convert::<f32>();
@@ -210,14 +215,12 @@ pub(crate) fn trunk_fingerprint<B: Backend>(trunk: &ViTTrunk<B>) -> String {
                 self.0.update((*d as u64).to_le_bytes());
             }
             self.0.update(data.as_bytes());
-            self.1 += 1;
         }
     }
-    let mut h = Hasher(Sha256::new(), 0);
-    trunk.visit(&mut h);
-    h.0.update(format!("layers={}", trunk.num_layers()).as_bytes());
-    let digest = h.0.finalize();
-    crate::features::hex(&digest)
+    let mut h = Hasher(Sha256::new());
+    module.visit(&mut h);
+    h.0.update(suffix.as_bytes());
+    crate::features::hex(&h.0.finalize())
 }
 
 /// The tiny ViT of the crate's unit tests: 2 layers, D = 16, 8x8 pixels in 4x4 patches.

@@ -218,7 +218,7 @@ fn cpo_step<B: AutodiffBackend>(
         policy,
         &mut optim,
         Some(&mut scheduler),
-        Some(&reference),
+        Some(step::Reference::Model(&reference)),
         trunk.forward(pixels),
         &targets,
         Pairs::Draw(&mut rng),

@@ -306,7 +306,7 @@ impl<B: AutodiffBackend> PaperStep<B> {
             policy,
             &mut self.optim,
             Some(&mut self.scheduler),
-            Some(&self.reference),
+            Some(step::Reference::Model(&self.reference)),
             hidden,
             &self.targets,
             Pairs::Draw(&mut rng),
