@@ -447,8 +447,8 @@ fn run_planned(p: &Planned, runs: &Path, kill_at: Option<String>) -> Result<Outc
     }
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let (used, bypassed) = (
-        text.contains("feature cache written") || text.contains("feature cache hit"),
-        text.contains("feature cache off: augmentation is on"),
+        text.contains("trunk store: ") || text.contains("trunk store hit"),
+        text.contains("trunk store off: augmentation is on"),
     );
     match p.cache {
         Cache::Used if !used => problems.push("the trunk-output cache was not used".into()),

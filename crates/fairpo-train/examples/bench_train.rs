@@ -8,7 +8,14 @@
 //!    images/second, against `bench/train.py` (the same step in PyTorch eager) when
 //!    `python3` with torch and transformers is available.
 //!
-//! Options (env): `BENCH_TRAIN_STEPS` (timed COCO steps, default 3), `BENCH_TRAIN_SKIP_DEMO=1`.
+//! 3. COCO-shaped FairPO-CPO epochs with the trunk store off and on: a random ViT-B/16 in the
+//!    HF layout, a generated 224 px COCO-layout set (`BENCH_TRAIN_STORE_IMAGES`, default 120),
+//!    the coco-sft / coco-cpo presets without augmentation, 2 epochs each: the first run that
+//!    fills the store and a later run that only reads it (trunk outputs and reference logits),
+//!    with the per-epoch times projected linearly to COCO train2014 and the store's COCO size.
+//!
+//! Options (env): `BENCH_TRAIN_STEPS` (timed COCO steps, default 3), `BENCH_TRAIN_SKIP_DEMO=1`,
+//! `BENCH_TRAIN_SKIP_STORE=1`.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +52,120 @@ fn main() -> anyhow::Result<()> {
         demo_epochs()?;
     }
     coco_step(steps)?;
+    if std::env::var("BENCH_TRAIN_SKIP_STORE").is_err() {
+        store_epochs()?;
+    }
+    Ok(())
+}
+
+/// COCO 2014's train and val image counts.
+const COCO_TRAIN2014: usize = 82_783;
+const COCO_VAL2014: usize = 40_504;
+
+fn store_epochs() -> anyhow::Result<()> {
+    let images: usize = std::env::var("BENCH_TRAIN_STORE_IMAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let tmp = tempfile::tempdir()?;
+    let vit = ViTConfig::base_patch16_224();
+    let backbone = tmp.path().join("vit-b16");
+    fairpo_train::random_backbone::write_random_backbone(&backbone, &vit, 0)?;
+    let data = tmp.path().join("data");
+    let summary = fairpo_data::generate_demo(
+        &data,
+        &fairpo_data::DemoOptions {
+            seed: 0,
+            images,
+            size: 224,
+            labels: fairpo_data::LabelSet::Coco,
+        },
+    )?;
+    let opts = TrainOptions {
+        resume: false,
+        overwrite: true,
+    };
+    let run = |preset: &str,
+               name: &str,
+               epochs: usize,
+               store: Option<&str>,
+               reference: Option<&Path>|
+     -> anyhow::Result<(PathBuf, Vec<f64>)> {
+        let mut cfg = RunConfig::load(
+            &[
+                PathBuf::from(format!("configs/{preset}.toml")),
+                PathBuf::from("configs/compat/no-augment.toml"),
+            ],
+            &[],
+        )?;
+        cfg.data.root = data.clone();
+        cfg.model.backbone = Some(backbone.clone());
+        cfg.train.epochs = epochs;
+        cfg.train.patience = 0;
+        cfg.train.feature_cache = store.is_some();
+        cfg.train.cache_dir = tmp.path().join(store.unwrap_or("unused"));
+        if let Some(r) = reference {
+            cfg.reference = Some(r.to_path_buf());
+            cfg.model.init_from = Some(r.to_path_buf());
+        }
+        let dir = tmp.path().join(name);
+        cfg.run_dir = Some(dir.clone());
+        match fairpo_train::train::<Ad>(cfg, &opts, &Default::default())? {
+            TrainOutcome::Finished { .. } => {}
+            TrainOutcome::Interrupted { .. } => anyhow::bail!("{name} interrupted"),
+        }
+        let log = fairpo_train::read_log(&dir.join("log.jsonl")).map_err(anyhow::Error::msg)?;
+        Ok((dir, log.epochs.iter().map(|e| e.seconds).collect()))
+    };
+    eprintln!("store bench: training the coco-sft reference (1 epoch)");
+    let (sft, _) = run("coco-sft", "sft", 1, Some("cache-sft"), None)?;
+    // data.val_fraction 0.1 of train2014 validates; the rest trains.
+    let train_images = summary.train_images - (0.1 * summary.train_images as f64).round() as usize;
+    println!("\nCOCO-shaped FairPO-CPO epochs (random ViT-B/16, 224 px, {images} generated images, coco-cpo without augmentation, last layer + 80 heads trainable):");
+    println!("| trunk store | epoch 1 (s) | epoch 2 (s) | projected COCO train2014 epoch (h) |\n|---|---|---|---|");
+    let project = |s: f64| {
+        format!(
+            "{:.1}",
+            s / train_images as f64 * COCO_TRAIN2014 as f64 * 0.9 / 3600.0
+        )
+    };
+    let mut rows = Vec::new();
+    for (label, name, store) in [
+        ("off", "cpo-off", None),
+        (
+            "on, first run (fills it in epoch 1)",
+            "cpo-fill",
+            Some("cache-cpo"),
+        ),
+        ("on, a later run (reads it)", "cpo-read", Some("cache-cpo")),
+    ] {
+        eprintln!("store bench: {name}");
+        let (_, secs) = run("coco-cpo", name, 2, store, Some(&sft))?;
+        println!(
+            "| {label} | {:.1} | {:.1} | {} / {} |",
+            secs[0],
+            secs[1],
+            project(secs[0]),
+            project(secs[1])
+        );
+        rows.push(secs);
+    }
+    let (off, read) = (
+        (rows[0][0] + rows[0][1]) / 2.0,
+        (rows[2][0] + rows[2][1]) / 2.0,
+    );
+    println!(
+        "store speed-up of a run that reads it: {:.2}x ({off:.1} s -> {read:.1} s per epoch; {train_images} training images; projection = per-image time x 0.9 x {COCO_TRAIN2014})",
+        off / read
+    );
+    let entry = |bytes: usize| 24 + 197 * vit.hidden_size * bytes;
+    let all = COCO_TRAIN2014 + COCO_VAL2014;
+    println!(
+        "trunk store for COCO 2014 ({all} images, 197 x {} tokens each): {:.1} GB as f32, {:.1} GB as f16",
+        vit.hidden_size,
+        (all * entry(4)) as f64 / 1e9,
+        (all * entry(2)) as f64 / 1e9
+    );
     Ok(())
 }
 

@@ -277,10 +277,12 @@ impl<B: Backend> TrunkFeatures<B> {
         }
         let entries = self.splits.get_mut(split_key).expect("inserted above");
         let mut missing = Vec::new();
+        let mut found = 0;
         for &i in indices {
             if !entries.stored[i] {
                 if st.store.contains(&entries.keys[i]) {
                     entries.stored[i] = true;
+                    found += 1;
                 } else {
                     missing.push(i);
                 }
@@ -290,12 +292,15 @@ impl<B: Backend> TrunkFeatures<B> {
         missing.dedup();
         let dir = st.store.dir();
         if missing.is_empty() {
-            tracing::info!(
-                split = split_key,
-                "trunk store hit: {} images in {}",
-                indices.len(),
-                dir.display()
-            );
+            // Said once per split and run, not every epoch.
+            if found > 0 {
+                tracing::info!(
+                    split = split_key,
+                    "trunk store hit: {} images in {}",
+                    indices.len(),
+                    dir.display()
+                );
+            }
             return Ok(());
         }
         let need = missing.len() as u64 * st.store.entry_bytes();
