@@ -447,7 +447,7 @@ fn run_planned(p: &Planned, runs: &Path, kill_at: Option<String>) -> Result<Outc
     }
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let (used, bypassed) = (
-        text.contains("trunk store: ") || text.contains("trunk store hit"),
+        text.contains("entries written") || text.contains("trunk store hit"),
         text.contains("trunk store off: augmentation is on"),
     );
     match p.cache {

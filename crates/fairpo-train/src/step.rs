@@ -134,6 +134,14 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
         );
     }
     let logits = policy.forward(Tensor::<B, 3>::from_inner(hidden.clone()));
+    if let Some(Reference::Logits(l)) = &reference {
+        if l.dims() != [b, t] {
+            bail!(
+                "stored reference logits of shape {:?} for a batch of {b} images and {t} labels",
+                l.dims()
+            );
+        }
+    }
     let reference_logits = reference.map(|r| {
         Tensor::<B, 2>::from_inner(match r {
             Reference::Model(policy) => policy.forward(hidden),

@@ -291,6 +291,13 @@ pub fn train<B: AutodiffBackend>(
             cfg.data.val_fraction
         );
     }
+    // Every image the run will read, checked against the store's room before any compute.
+    let test_indices = splits.test_indices();
+    hidden.plan(&[
+        (&train_loader, Split::Train, &splits.train_indices),
+        (&eval_train_loader, Split::Train, &splits.val_indices),
+        (&test_loader, Split::Test, &test_indices),
+    ])?;
 
     let eval_settings = eval::Settings::from_config(&cfg);
     let step_settings = StepSettings::new(&cfg.train, &cfg.objective, &mask);
@@ -493,7 +500,6 @@ pub fn train<B: AutodiffBackend>(
     // Final: best policy on the test split.
     let best_epoch = state.early.best_epoch;
     let best = load_best::<B::InnerBackend>(&paths, policy.valid(), device)?;
-    let test_indices = splits.test_indices();
     let test = eval::evaluate_split(
         &mut hidden,
         &best,

@@ -70,7 +70,8 @@ impl StoreDtype {
 }
 
 const MAGIC: &[u8; 4] = b"FPTS";
-const VERSION: u32 = 1;
+/// The entry and manifest format version.
+pub(crate) const VERSION: u32 = 1;
 const HEADER: usize = 24;
 
 /// What a store holds, written once as `manifest.json` (informational: the folder's key
@@ -81,6 +82,9 @@ pub(crate) struct StoreManifest {
     pub format_version: u32,
     /// The trunk and preprocessing (image fields unused).
     pub trunk: FeatureMeta,
+    /// How the trunk computed and on which backend, e.g. `f32 on flex` or
+    /// `bf16-amx-11 on flex`: two ways of computing "bf16" give different outputs.
+    pub compute: String,
     /// Kept tokens per image and their width.
     pub tokens: usize,
     /// Width of one token.
@@ -106,14 +110,48 @@ pub(crate) struct ReferenceOutputs {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ImageKey(String);
 
-/// The content keys of `paths`, hashed in parallel.
-pub(crate) fn image_keys(paths: &[PathBuf]) -> Result<Vec<ImageKey>> {
+/// An image's key and its file's size and modification time when it was hashed: an entry
+/// is only stored while the file still has them, so an image edited during a run never
+/// files its new output under its old content's key.
+#[derive(Clone, Debug)]
+pub(crate) struct HashedImage {
+    /// The content key.
+    pub key: ImageKey,
+    stamp: (u64, Option<std::time::SystemTime>),
+}
+
+impl HashedImage {
+    /// Whether `path` still has the size and modification time it had when hashed.
+    pub(crate) fn unchanged(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| (m.len(), m.modified().ok()) == self.stamp)
+    }
+}
+
+/// The content keys of `paths`, hashed in parallel. An unreadable file is an error naming
+/// it, or, with `skip_unreadable` (`data.skip_corrupt`), `None` with a warning.
+pub(crate) fn image_keys(
+    paths: &[PathBuf],
+    skip_unreadable: bool,
+) -> Result<Vec<Option<HashedImage>>> {
     paths
         .par_iter()
         .map(|p| {
-            let bytes = std::fs::read(p)
-                .with_context(|| format!("trunk store: reading image {}", p.display()))?;
-            Ok(ImageKey(hex(&Sha256::digest(&bytes))))
+            let read = std::fs::metadata(p).and_then(|m| Ok((m, std::fs::read(p)?)));
+            match read {
+                Ok((meta, bytes)) => Ok(Some(HashedImage {
+                    key: ImageKey(hex(&Sha256::digest(&bytes))),
+                    stamp: (meta.len(), meta.modified().ok()),
+                })),
+                Err(e) if skip_unreadable => {
+                    tracing::warn!(
+                        "trunk store: cannot read {} ({e}); skipping it",
+                        p.display()
+                    );
+                    Ok(None)
+                }
+                Err(e) => Err(anyhow::Error::new(e)
+                    .context(format!("trunk store: reading image {}", p.display()))),
+            }
         })
         .collect()
 }
@@ -148,12 +186,24 @@ impl TrunkStore {
         let path = dir.join("manifest.json");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
+                // The folder's name already commits to the manifest; what entries are read
+                // with (format, shape, number format) must agree. Floats are not compared:
+                // a JSON round trip need not give them back bit for bit.
                 let on_disk: StoreManifest = serde_json::from_str(&text)
                     .with_context(|| format!("{}: not a trunk-store manifest", path.display()))?;
-                if on_disk != manifest {
+                let shape = |m: &StoreManifest| (m.format_version, m.tokens, m.dim, m.dtype);
+                if shape(&on_disk) != shape(&manifest) {
                     bail!(
-                        "{}: describes another trunk than this folder's key; delete the folder {}",
+                        "{}: entries of format {}, {} x {} {} values, but this run stores format {}, {} x {} {} values; delete the folder {}",
                         path.display(),
+                        on_disk.format_version,
+                        on_disk.tokens,
+                        on_disk.dim,
+                        on_disk.dtype.name(),
+                        manifest.format_version,
+                        manifest.tokens,
+                        manifest.dim,
+                        manifest.dtype.name(),
                         dir.display()
                     );
                 }
@@ -367,6 +417,7 @@ mod tests {
                 images_sha256: String::new(),
                 trunk_precision: Default::default(),
             },
+            compute: "f32 on test".into(),
             tokens: 2,
             dim: 3,
             dtype,
@@ -450,15 +501,27 @@ mod tests {
         std::fs::write(&a, b"same").unwrap();
         std::fs::write(&b, b"same").unwrap();
         std::fs::write(&c, b"other").unwrap();
-        let k = image_keys(&[a, b, c]).unwrap();
-        assert_eq!(k[0], k[1]);
-        assert_ne!(k[0], k[2]);
+        let k: Vec<HashedImage> = image_keys(&[a.clone(), b, c], false)
+            .unwrap()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        assert_eq!(k[0].key, k[1].key);
+        assert_ne!(k[0].key, k[2].key);
         // SHA-256("same"), from coreutils' sha256sum.
         assert_eq!(
-            k[0].0,
+            k[0].key.0,
             "0967115f2813a3541eaef77de9d9d5773f1c0c04314b0bbfe4ff3b3b1c55b5d5"
         );
-        let err = image_keys(&[tmp.path().join("missing.png")]).unwrap_err();
+        assert!(k[0].unchanged(&a));
+        std::fs::write(&a, b"edited").unwrap();
+        assert!(
+            !k[0].unchanged(&a),
+            "a file of another size is not the hashed one"
+        );
+        let missing = tmp.path().join("missing.png");
+        let err = image_keys(std::slice::from_ref(&missing), false).unwrap_err();
         assert!(format!("{err:#}").contains("missing.png"), "{err:#}");
+        assert!(image_keys(&[missing], true).unwrap()[0].is_none());
     }
 }

@@ -207,6 +207,7 @@ fn the_store_keeps_to_its_cap_and_f16_halves_it() {
         !out.status.success() && err.contains("train.cache_max_gb"),
         "{err}"
     );
+    assert!(entries(dir).is_empty(), "refused before computing anything");
 
     let (_, f32_scores) = train(dir, "f32");
     let f32_bytes: u64 = entries(dir)
@@ -329,4 +330,34 @@ fn reference_logits_are_stored_beside_the_trunk_outputs() {
         diff < 1e-5,
         "stored reference logits moved a score by {diff}"
     );
+}
+
+/// With `data.skip_corrupt`, an undecodable image is left out with the store as without it.
+#[test]
+fn skipped_images_are_left_out_as_without_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    generate(dir, "8", "60");
+    let victim = std::fs::read_dir(dir.join("data/train2014"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    std::fs::write(&victim, b"not an image").unwrap();
+    let run = |name: &str, lines: &str| {
+        let cfg = config_train(dir, name, lines);
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("[data]\n", "[data]\nskip_corrupt = true\n");
+        std::fs::write(&cfg, text).unwrap();
+        train_config(dir, name, cfg)
+    };
+    let (log, stored) = run("stored", "");
+    assert!(log.contains("trunk store"), "{log}");
+    let (_, again) = run("again", "");
+    let (_, live) = run("live", "feature_cache = false");
+    assert_eq!(stored, live, "the store changed which images trained");
+    assert_eq!(stored, again);
+    // Every other image has an entry; the corrupt one has none.
+    assert_eq!(entries(dir).len(), 59);
 }

@@ -83,6 +83,16 @@ impl AppliedPrecision {
         }
     }
 
+    /// A short name of how the trunk computes, for store keys: `f32`, `bf16-amx-<layers>`
+    /// or `bf16-tensors` (two bf16 paths give different outputs).
+    pub fn key(&self) -> String {
+        match self {
+            Self::F32 { .. } => "f32".into(),
+            Self::Bf16Amx { layers } => format!("bf16-amx-{layers}"),
+            Self::Bf16Tensors => "bf16-tensors".into(),
+        }
+    }
+
     /// One line for the log.
     pub fn describe(&self) -> String {
         match self {
