@@ -1,6 +1,6 @@
 //! `cargo xtask bench train`: training throughput.
 //!
-//! 1. Demo: FairPO-CPO epoch time on the demo set with and without the feature cache
+//! 1. Demo: FairPO-CPO epoch time on the demo set with and without the trunk store
 //!    (needs a finished `runs/demo-sft`; trains a 2-epoch one in a temp folder otherwise,
 //!    and generates the demo data there if `data/demo` is absent).
 //! 2. COCO-shaped FairPO-CPO step: ViT-B/16 with random weights, 224 px, batch 32, 80 labels
@@ -196,7 +196,7 @@ fn demo_epochs() -> anyhow::Result<()> {
         fairpo_train::train::<Ad>(cfg, &opts, &Default::default())?;
     }
     println!("\nDemo FairPO-CPO epoch (3600 train + 400 val images, 32 px, tiny ViT, last layer trainable):");
-    println!("| feature cache | epoch 1 (s) | epoch 2 (s) | epoch 3 (s) |\n|---|---|---|---|");
+    println!("| trunk store | epoch 1 (s) | epoch 2 (s) | epoch 3 (s) |\n|---|---|---|---|");
     let mut rows = Vec::new();
     for cache in [false, true] {
         let mut cfg = RunConfig::load(&[PathBuf::from("configs/demo-cpo.toml")], &[])?;
@@ -231,7 +231,7 @@ fn demo_epochs() -> anyhow::Result<()> {
     let off = (rows[0][1] + rows[0][2]) / 2.0;
     let on = (rows[1][1] + rows[1][2]) / 2.0;
     println!(
-        "feature cache speed-up on epochs 2-3: {:.2}x ({off:.1} s -> {on:.1} s per epoch)",
+        "trunk store speed-up on epochs 2-3: {:.2}x ({off:.1} s -> {on:.1} s per epoch)",
         off / on
     );
     Ok(())
