@@ -60,22 +60,37 @@ fn generate(dir: &Path, seed: &str, images: &str) {
     );
 }
 
-/// The store's entry files under `dir/cache`.
-fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
-    fn walk(d: &Path, out: &mut Vec<std::path::PathBuf>) {
+/// Files under `root` (at any depth) whose names end with `suffix`, sorted.
+fn files_under(root: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    fn walk(d: &Path, suffix: &str, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(d).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "bin") {
+                walk(&p, suffix, out);
+            } else if p.to_string_lossy().ends_with(suffix) {
                 out.push(p);
             }
         }
     }
     let mut out = Vec::new();
-    walk(&dir.join("cache"), &mut out);
+    walk(root, suffix, &mut out);
     out.sort();
     out
+}
+
+/// The store's entry files under `dir/cache`.
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    files_under(&dir.join("cache"), ".bin")
+}
+
+/// The largest difference between two runs' scores.
+fn max_abs_diff(a: &[u8], b: &[u8]) -> f32 {
+    let (a, b) = (scores(a), scores(b));
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }
 
 #[test]
@@ -170,24 +185,8 @@ fn concurrent_runs_share_one_store() {
         "{log}"
     );
     assert_eq!(third, read("one"));
-    // No temporary file is left behind.
-    let mut stray = Vec::new();
-    for e in std::fs::read_dir(dir.join("cache")).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            for sub in std::fs::read_dir(&p).unwrap() {
-                let q = sub.unwrap().path();
-                if q.is_dir() {
-                    stray.extend(
-                        std::fs::read_dir(&q)
-                            .unwrap()
-                            .map(|f| f.unwrap().path())
-                            .filter(|f| f.to_string_lossy().ends_with(".tmp")),
-                    );
-                }
-            }
-        }
-    }
+    // No temporary file (of an entry or a manifest) is left behind.
+    let stray = files_under(&dir.join("cache"), ".tmp");
     assert!(stray.is_empty(), "{stray:?}");
 }
 
@@ -224,12 +223,7 @@ fn the_store_keeps_to_its_cap_and_f16_halves_it() {
     let f16_bytes = all - f32_bytes;
     // 24-byte headers aside, half the bytes.
     assert_eq!(f32_bytes - 60 * 24, 2 * (f16_bytes - 60 * 24));
-    let (a, b) = (scores(&f32_scores), scores(&f16_scores));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let diff = max_abs_diff(&f32_scores, &f16_scores);
     assert!(diff < 1e-2, "f16 inputs moved a score by {diff}");
 }
 
@@ -302,15 +296,12 @@ fn reference_logits_are_stored_beside_the_trunk_outputs() {
         .unwrap()
         .trim()
         .to_string();
-    let stored = |d: &str| {
-        std::fs::read_dir(dir.join(d))
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().is_dir())
-            .flat_map(|e| std::fs::read_dir(e.unwrap().path()).unwrap())
-            .count()
-    };
     // Every training image of train2014 (90 % of its 80 images) has its logits.
-    assert_eq!(stored(&logits_dir), 72, "{logits_dir}");
+    assert_eq!(
+        files_under(&dir.join(&logits_dir), ".bin").len(),
+        72,
+        "{logits_dir}"
+    );
     let (_, again) = cpo("cpo-again", "");
     assert_eq!(
         first, again,
@@ -318,12 +309,7 @@ fn reference_logits_are_stored_beside_the_trunk_outputs() {
     );
     let (log, live) = cpo("cpo-live", "feature_cache = false");
     assert!(!log.contains("reference logits"), "{log}");
-    let (a, b) = (scores(&first), scores(&live));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let diff = max_abs_diff(&first, &live);
     // Logits stored from epoch 1's batches are read in later epochs; only the batch
     // composition of their rounding differs from recomputing them.
     assert!(

@@ -261,18 +261,21 @@ mod tests {
             .collect();
         let resamples = expected["resamples"].as_u64().unwrap() as usize;
         let seed = expected["seed"].as_u64().unwrap();
-        let got = paired(
-            &[Pair {
-                reference: &a,
-                other: &b,
-            }],
-            &targets,
-            &privileged,
-            &MetricsConfig::default(),
-            resamples,
-            seed,
-        )
-        .unwrap();
+        let run = |pairs: &[Pair<'_>]| {
+            paired(
+                pairs,
+                &targets,
+                &privileged,
+                &MetricsConfig::default(),
+                resamples,
+                seed,
+            )
+            .unwrap()
+        };
+        let got = run(&[Pair {
+            reference: &a,
+            other: &b,
+        }]);
         for (g, group) in GROUPS.iter().enumerate() {
             for (k, (metric, _)) in METRICS.iter().enumerate() {
                 let want = &expected["intervals"][*group][*metric];
@@ -292,24 +295,16 @@ mod tests {
 
         // Two seeds, the second a run identical to its reference: every resample's mean
         // difference is half the first seed's, so the interval is exactly half as wide.
-        let mean = paired(
-            &[
-                Pair {
-                    reference: &a,
-                    other: &b,
-                },
-                Pair {
-                    reference: &b,
-                    other: &b,
-                },
-            ],
-            &targets,
-            &privileged,
-            &MetricsConfig::default(),
-            resamples,
-            seed,
-        )
-        .unwrap();
+        let mean = run(&[
+            Pair {
+                reference: &a,
+                other: &b,
+            },
+            Pair {
+                reference: &b,
+                other: &b,
+            },
+        ]);
         for (one, two) in got.iter().flatten().zip(mean.iter().flatten()) {
             for (x, y) in [(one.delta, two.delta), (one.lo, two.lo), (one.hi, two.hi)] {
                 assert!((x / 2.0 - y).abs() < 1e-12, "{x} / 2 vs {y}");
