@@ -29,6 +29,10 @@
 //! (any `rand::Rng`; the trainer seeds a fresh `rand_chacha::ChaCha8Rng` from (seed, step) for
 //! every step, so a resumed run draws what an uninterrupted one would). Tests and reference
 //! fixtures pass explicit choices through [`compute_with_plan`].
+//!
+//! Data parallelism: [`prepare`] draws the choices and gives the batch's [`Counts`] (the
+//! denominators of every mean); a replica evaluates its shard with the counts summed over all
+//! shards, and the replicas' losses then add up to the global batch's.
 
 mod config;
 mod plan;
@@ -214,9 +218,7 @@ pub fn compute<B: Backend, R: Rng + ?Sized>(
     inputs: ObjectiveInputs<'_, B>,
     rng: &mut R,
 ) -> Result<ObjectiveOutput<B>, ObjectiveError> {
-    let host = check_inputs(cfg, &inputs)?;
-    let plan = PairPlan::sample(cfg, &host, inputs.privileged, rng);
-    Ok(evaluate(cfg, inputs, &host, &plan))
+    Ok(prepare(cfg, inputs, rng)?.evaluate_local())
 }
 
 /// Evaluates the objective with explicit random choices (checked by [`PairPlan::validate`]).
@@ -225,9 +227,143 @@ pub fn compute_with_plan<B: Backend>(
     inputs: ObjectiveInputs<'_, B>,
     plan: &PairPlan,
 ) -> Result<ObjectiveOutput<B>, ObjectiveError> {
+    Ok(prepare_with_plan(cfg, inputs, plan)?.evaluate_local())
+}
+
+/// The first half of [`compute`]: checks the inputs and draws the random choices, so that the
+/// caller can learn the batch's [`Counts`] (and sum them over data-parallel replicas) before
+/// [`Prepared::evaluate`] divides by them.
+pub fn prepare<'a, B: Backend, R: Rng + ?Sized>(
+    cfg: &'a ObjectiveConfig,
+    inputs: ObjectiveInputs<'a, B>,
+    rng: &mut R,
+) -> Result<Prepared<'a, B>, ObjectiveError> {
+    let host = check_inputs(cfg, &inputs)?;
+    let plan = PairPlan::sample(cfg, &host, inputs.privileged, rng);
+    Ok(Prepared::new(cfg, inputs, host, plan))
+}
+
+/// [`prepare`] with explicit random choices (checked by [`PairPlan::validate`]).
+pub fn prepare_with_plan<'a, B: Backend>(
+    cfg: &'a ObjectiveConfig,
+    inputs: ObjectiveInputs<'a, B>,
+    plan: &PairPlan,
+) -> Result<Prepared<'a, B>, ObjectiveError> {
     let host = check_inputs(cfg, &inputs)?;
     plan.validate(cfg, &host, inputs.privileged)?;
-    Ok(evaluate(cfg, inputs, &host, plan))
+    Ok(Prepared::new(cfg, inputs, host, plan.clone()))
+}
+
+/// The denominators of an objective's means: the pair counts of one batch or, in
+/// data-parallel training, their sums over every replica's shard of the global batch. Every
+/// loss is linear in its per-pair terms once these are fixed, so the replicas' losses,
+/// evaluated with the summed counts, add up to the loss of the global batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts {
+    /// Pairs in L_P (active, label in P).
+    pub privileged: f64,
+    /// Pairs in L_P-bar (active, label not in P).
+    pub non_privileged: f64,
+    /// Preference pairs.
+    pub preference: f64,
+    /// Preference pairs with a confusing label.
+    pub with_confusing: f64,
+}
+
+impl Counts {
+    /// The counts as one vector (for an all-reduce).
+    pub fn to_array(self) -> [f64; 4] {
+        [
+            self.privileged,
+            self.non_privileged,
+            self.preference,
+            self.with_confusing,
+        ]
+    }
+
+    /// The inverse of [`Counts::to_array`].
+    pub fn from_array(a: [f64; 4]) -> Self {
+        Self {
+            privileged: a[0],
+            non_privileged: a[1],
+            preference: a[2],
+            with_confusing: a[3],
+        }
+    }
+}
+
+/// A checked batch with its random choices drawn, waiting for the denominators
+/// ([`prepare`]).
+#[derive(Debug)]
+pub struct Prepared<'a, B: Backend> {
+    cfg: &'a ObjectiveConfig,
+    inputs: ObjectiveInputs<'a, B>,
+    host: HostBatch,
+    plan: PairPlan,
+    masks: plan::PairMasks,
+}
+
+impl<'a, B: Backend> Prepared<'a, B> {
+    fn new(
+        cfg: &'a ObjectiveConfig,
+        inputs: ObjectiveInputs<'a, B>,
+        host: HostBatch,
+        plan: PairPlan,
+    ) -> Self {
+        let masks = plan::pair_masks(
+            cfg,
+            host.batch,
+            host.labels,
+            inputs.privileged,
+            plan.sampled_labels.as_deref(),
+        );
+        Self {
+            cfg,
+            inputs,
+            host,
+            plan,
+            masks,
+        }
+    }
+
+    /// This batch's pair counts.
+    pub fn counts(&self) -> Counts {
+        let t = self.host.labels;
+        let privileged = self.inputs.privileged;
+        let mut c = Counts::default();
+        for (p, &active) in self.masks.active.iter().enumerate() {
+            if active && privileged[p % t] {
+                c.privileged += 1.0;
+            } else if active {
+                c.non_privileged += 1.0;
+            }
+            if self.masks.preference[p] {
+                c.preference += 1.0;
+                if self.plan.confusing[p].is_some() {
+                    c.with_confusing += 1.0;
+                }
+            }
+        }
+        c
+    }
+
+    /// The objective with its means divided by `counts` ([`Prepared::counts`] for this batch
+    /// alone). The diagnostics count this batch's pairs.
+    pub fn evaluate(self, counts: &Counts) -> ObjectiveOutput<B> {
+        evaluate(
+            self.cfg,
+            self.inputs,
+            &self.host,
+            &self.plan,
+            &self.masks,
+            counts,
+        )
+    }
+
+    fn evaluate_local(self) -> ObjectiveOutput<B> {
+        let counts = self.counts();
+        self.evaluate(&counts)
+    }
 }
 
 /// Reads the detached logits and targets to the host, checking shapes and values.
@@ -335,14 +471,8 @@ fn mask_tensor<B: Backend>(
 }
 
 /// `sum(values * mask) / max(count, 1)`: the mean over the masked pairs, 0 when there are none.
-fn masked_mean<B: Backend>(
-    values: Tensor<B, 2>,
-    mask: &Tensor<B, 2>,
-    count: usize,
-) -> Tensor<B, 1> {
-    (values * mask.clone())
-        .sum()
-        .div_scalar(count.max(1) as f64)
+fn masked_mean<B: Backend>(values: Tensor<B, 2>, mask: &Tensor<B, 2>, count: f64) -> Tensor<B, 1> {
+    (values * mask.clone()).sum().div_scalar(count.max(1.0))
 }
 
 fn evaluate<B: Backend>(
@@ -350,11 +480,12 @@ fn evaluate<B: Backend>(
     inputs: ObjectiveInputs<'_, B>,
     host: &HostBatch,
     plan: &PairPlan,
+    masks: &plan::PairMasks,
+    counts: &Counts,
 ) -> ObjectiveOutput<B> {
     let (b, t) = (host.batch, host.labels);
     let device = inputs.logits.device();
     let privileged = inputs.privileged;
-    let masks = plan::pair_masks(cfg, b, t, privileged, plan.sampled_labels.as_deref());
 
     let s = inputs.logits;
     let y = inputs.targets;
@@ -369,17 +500,18 @@ fn evaluate<B: Backend>(
     let in_np: Vec<bool> = (0..b * t)
         .map(|p| masks.active[p] && !privileged[p % t])
         .collect();
-    let n_p = in_p.iter().filter(|&&m| m).count();
-    let n_np = in_np.iter().filter(|&&m| m).count();
+    let local_p = in_p.iter().filter(|&&m| m).count();
+    let local_np = in_np.iter().filter(|&&m| m).count();
+    let (n_p, n_np) = (counts.privileged, counts.non_privileged);
     let n_all = n_p + n_np;
     let mask_p = mask_tensor::<B>(in_p.into_iter(), b, t, &device);
     let mask_np = mask_tensor::<B>(in_np.into_iter(), b, t, &device);
 
     let mut diagnostics = Diagnostics {
-        privileged_pairs: n_p,
-        non_privileged_pairs: n_np,
-        privileged_empty: n_p == 0,
-        non_privileged_empty: n_np == 0,
+        privileged_pairs: local_p,
+        non_privileged_pairs: local_np,
+        privileged_empty: local_p == 0,
+        non_privileged_empty: local_np == 0,
         ..Default::default()
     };
 
@@ -398,7 +530,7 @@ fn evaluate<B: Backend>(
         }
         Method::Reweighted => {
             let weights = mask_p.clone().mul_scalar(cfg.lambda_p) + mask_np.clone();
-            let weight_sum = cfg.lambda_p * n_p as f64 + n_np as f64;
+            let weight_sum = cfg.lambda_p * n_p + n_np;
             let total = (bce.clone() * weights)
                 .sum()
                 .div_scalar(weight_sum.max(f64::MIN_POSITIVE));
@@ -413,7 +545,8 @@ fn evaluate<B: Backend>(
                 cfg,
                 host,
                 plan,
-                &masks,
+                masks,
+                counts,
                 &log_m,
                 &bce,
                 reference.as_ref(),
@@ -464,6 +597,7 @@ fn privileged_pair_loss<B: Backend>(
     host: &HostBatch,
     plan: &PairPlan,
     masks: &plan::PairMasks,
+    counts: &Counts,
     log_m: &Tensor<B, 2>,
     bce: &Tensor<B, 2>,
     reference: Option<&Tensor<B, 2>>,
@@ -478,7 +612,6 @@ fn privileged_pair_loss<B: Backend>(
     let mut d_idx = vec![0i64; b * t];
     let mut has_k = vec![false; b * t];
     let mut fallback = vec![false; b * t];
-    let (mut n_pref, mut n_k) = (0usize, 0usize);
     for p in 0..b * t {
         let l = p % t;
         w_idx[p] = l as i64;
@@ -493,11 +626,9 @@ fn privileged_pair_loss<B: Backend>(
             &mut diag.negative
         };
         case.pairs += 1;
-        n_pref += 1;
         match plan.confusing[p] {
             Some(k) => {
                 case.with_confusing += 1;
-                n_k += 1;
                 has_k[p] = true;
                 if positive {
                     d_idx[p] = k as i64;
@@ -533,8 +664,8 @@ fn privileged_pair_loss<B: Backend>(
         // divides by the number of preference pairs; scaling the preference entries by
         // n_pref / n_k turns that into a mean over the pairs with a confusing label.
         let pref = match cfg.cpo_preference_mean {
-            CpoPreferenceMean::WithConfusing if n_k > 0 => {
-                pref.mul_scalar(n_pref as f64 / n_k as f64)
+            CpoPreferenceMean::WithConfusing if counts.with_confusing > 0.0 => {
+                pref.mul_scalar(counts.preference / counts.with_confusing)
             }
             // No pair with a confusing label: every preference entry is masked to 0 anyway.
             _ => pref,

@@ -14,6 +14,8 @@
 //!    fills the store and a later run that only reads it (trunk outputs and reference logits),
 //!    with the per-epoch times projected linearly to COCO train2014 and the store's COCO size.
 //!
+//!    A fourth run reads the store as 2 CPU peers (data parallelism on one machine's cores).
+//!
 //! Options (env): `BENCH_TRAIN_STEPS` (timed COCO steps, default 3), `BENCH_TRAIN_SKIP_DEMO=1`,
 //! `BENCH_TRAIN_SKIP_STORE=1`.
 
@@ -89,7 +91,8 @@ fn store_epochs() -> anyhow::Result<()> {
                name: &str,
                epochs: usize,
                store: Option<&str>,
-               reference: Option<&Path>|
+               reference: Option<&Path>,
+               devices: usize|
      -> anyhow::Result<(PathBuf, Vec<f64>)> {
         let mut cfg = RunConfig::load(
             &[
@@ -110,7 +113,11 @@ fn store_epochs() -> anyhow::Result<()> {
         }
         let dir = tmp.path().join(name);
         cfg.run_dir = Some(dir.clone());
-        match fairpo_train::train::<Ad>(cfg, &opts, &Default::default())? {
+        match fairpo_train::train_data_parallel::<Ad>(
+            cfg,
+            &opts,
+            vec![Default::default(); devices],
+        )? {
             TrainOutcome::Finished { .. } => {}
             TrainOutcome::Interrupted { .. } => anyhow::bail!("{name} interrupted"),
         }
@@ -118,7 +125,7 @@ fn store_epochs() -> anyhow::Result<()> {
         Ok((dir, log.epochs.iter().map(|e| e.seconds).collect()))
     };
     eprintln!("store bench: training the coco-sft reference (1 epoch)");
-    let (sft, _) = run("coco-sft", "sft", 1, Some("cache-sft"), None)?;
+    let (sft, _) = run("coco-sft", "sft", 1, Some("cache-sft"), None, 1)?;
     // data.val_fraction 0.1 of train2014 validates; the rest trains.
     let train_images = summary.train_images - (0.1 * summary.train_images as f64).round() as usize;
     println!("\nCOCO-shaped FairPO-CPO epochs (random ViT-B/16, 224 px, {images} generated images, coco-cpo without augmentation, last layer + 80 heads trainable):");
@@ -130,17 +137,29 @@ fn store_epochs() -> anyhow::Result<()> {
         )
     };
     let mut rows = Vec::new();
-    for (label, name, store) in [
-        ("off", "cpo-off", None),
+    for (label, name, store, devices) in [
+        ("off", "cpo-off", None, 1),
         (
             "on, first run (fills it in epoch 1)",
             "cpo-fill",
             Some("cache-cpo"),
+            1,
         ),
-        ("on, a later run (reads it)", "cpo-read", Some("cache-cpo")),
+        (
+            "on, a later run (reads it)",
+            "cpo-read",
+            Some("cache-cpo"),
+            1,
+        ),
+        (
+            "on, read by 2 CPU peers (`--devices cpu:0,cpu:1`)",
+            "cpo-peers",
+            Some("cache-cpo"),
+            2,
+        ),
     ] {
         eprintln!("store bench: {name}");
-        let (_, secs) = run("coco-cpo", name, 2, store, Some(&sft))?;
+        let (_, secs) = run("coco-cpo", name, 2, store, Some(&sft), devices)?;
         println!(
             "| {label} | {:.1} | {:.1} | {} / {} |",
             secs[0],
@@ -157,6 +176,12 @@ fn store_epochs() -> anyhow::Result<()> {
     println!(
         "store speed-up of a run that reads it: {:.2}x ({off:.1} s -> {read:.1} s per epoch; {train_images} training images; projection = per-image time x 0.9 x {COCO_TRAIN2014})",
         off / read
+    );
+    let peers = (rows[3][0] + rows[3][1]) / 2.0;
+    println!(
+        "2 CPU peers against 1 device, both reading the store: {:.2}x the epoch time ({read:.1} s -> {peers:.1} s; the peers share this machine's {} cores, so this is the cost of the all-reduce and of running two replicas, not a scaling figure)",
+        peers / read,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let entry = |bytes: usize| 24 + 197 * vit.hidden_size * bytes;
     let all = COCO_TRAIN2014 + COCO_VAL2014;

@@ -92,6 +92,11 @@ pub(crate) enum DeviceError {
     #[cfg_attr(feature = "cuda", allow(dead_code))]
     #[error("device {0} requested, but this fairpo was built without CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit) or use --device cpu")]
     CudaNotBuilt(DeviceSpec),
+    /// `--devices` mixes the CPU and GPUs.
+    #[error(
+        "--devices mixes cpu and cuda devices; data-parallel peers must all be cpu:N or all cuda:N"
+    )]
+    Mixed,
     /// The CUDA runtime failed to initialise the device (no driver, no such GPU...).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     #[error("device {device} is not usable: {reason}")]
@@ -111,30 +116,92 @@ pub(crate) trait BackendTask {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
+/// Code generic over the training backend that uses several of its devices at once
+/// ([`run_on_devices`]).
+pub(crate) trait DevicesTask {
+    /// What the task returns.
+    type Output;
+    /// Run on `devices` of backend `B`, in the order they were asked for.
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
 /// Run `task` on the backend and device `spec` names.
 pub(crate) fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output, DeviceError> {
-    match *spec {
-        DeviceSpec::Cpu => Ok(task.run::<CpuBackend>(Default::default())),
-        DeviceSpec::Cuda(n) => run_cuda(n, task),
+    struct One<T>(T);
+    impl<T: BackendTask> DevicesTask for One<T> {
+        type Output = T::Output;
+        fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> T::Output {
+            let device = devices.into_iter().next().expect("one device");
+            self.0.run::<B>(device)
+        }
     }
+    run_on_devices(std::slice::from_ref(spec), One(task))
+}
+
+/// Run `task` on the devices `specs` name: all `cpu` (CPU peers, for testing data
+/// parallelism) or all `cuda:N`.
+pub(crate) fn run_on_devices<T: DevicesTask>(
+    specs: &[DeviceSpec],
+    task: T,
+) -> Result<T::Output, DeviceError> {
+    let gpus: Vec<usize> = specs
+        .iter()
+        .filter_map(|s| match s {
+            DeviceSpec::Cuda(n) => Some(*n),
+            DeviceSpec::Cpu => None,
+        })
+        .collect();
+    if gpus.is_empty() {
+        return Ok(task.run::<CpuBackend>(vec![Default::default(); specs.len().max(1)]));
+    }
+    if gpus.len() != specs.len() {
+        return Err(DeviceError::Mixed);
+    }
+    run_cuda(&gpus, task)
+}
+
+/// Parses `--devices`: a comma-separated list of distinct `cpu:N` (CPU peers) or `cuda:N`.
+pub(crate) fn parse_device_list(list: &str) -> anyhow::Result<Vec<DeviceSpec>> {
+    let mut specs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for item in list.split(',').map(str::trim) {
+        let t = item.to_ascii_lowercase();
+        // `cpu:N` names CPU peer N (they all run on the one CPU).
+        let spec = match t.strip_prefix("cpu:") {
+            Some(n) if n.parse::<usize>().is_ok() => DeviceSpec::Cpu,
+            _ => item.parse::<DeviceSpec>()?,
+        };
+        if !seen.insert(t.clone()) {
+            anyhow::bail!("--devices {list:?} names {item} twice");
+        }
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        anyhow::bail!("--devices is empty: expected e.g. cuda:0,cuda:1 or cpu:0,cpu:1");
+    }
+    Ok(specs)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda<T: BackendTask>(n: usize, _task: T) -> Result<T::Output, DeviceError> {
-    Err(DeviceError::CudaNotBuilt(DeviceSpec::Cuda(n)))
+fn run_cuda<T: DevicesTask>(gpus: &[usize], _task: T) -> Result<T::Output, DeviceError> {
+    Err(DeviceError::CudaNotBuilt(DeviceSpec::Cuda(gpus[0])))
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda<T: BackendTask>(n: usize, task: T) -> Result<T::Output, DeviceError> {
+fn run_cuda<T: DevicesTask>(gpus: &[usize], task: T) -> Result<T::Output, DeviceError> {
     if let Some(reason) = crate::cuda_env::CudaEnv::probe().problem() {
         return Err(DeviceError::CudaUnavailable {
-            device: DeviceSpec::Cuda(n),
+            device: DeviceSpec::Cuda(gpus[0]),
             reason,
         });
     }
-    let device = burn::backend::cuda::CudaDevice { index: n };
-    probe_cuda(n, &device)?;
-    Ok(task.run::<CudaBackend>(device))
+    let mut devices = Vec::with_capacity(gpus.len());
+    for &n in gpus {
+        let device = burn::backend::cuda::CudaDevice { index: n };
+        probe_cuda(n, &device)?;
+        devices.push(device);
+    }
+    Ok(task.run::<CudaBackend>(devices))
 }
 
 /// Touch the device once (allocate, compute, read back) so that a GPU the driver cannot use
@@ -187,6 +254,38 @@ mod tests {
             assert!(err.contains("expected cpu, cuda or cuda:N"), "{err}");
         }
         assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[test]
+    fn parses_device_lists() {
+        assert_eq!(
+            parse_device_list("cpu:0, cpu:1").unwrap(),
+            vec![DeviceSpec::Cpu, DeviceSpec::Cpu]
+        );
+        assert_eq!(
+            parse_device_list("cuda:1,cuda:0").unwrap(),
+            vec![DeviceSpec::Cuda(1), DeviceSpec::Cuda(0)]
+        );
+        let twice = parse_device_list("cuda:0,cuda:0").unwrap_err().to_string();
+        assert!(twice.contains("cuda:0 twice"), "{twice}");
+        let bad = parse_device_list("cpu:0,tpu").unwrap_err().to_string();
+        assert!(bad.contains("expected cpu, cuda or cuda:N"), "{bad}");
+        let mixed = run_on_devices(&[DeviceSpec::Cpu, DeviceSpec::Cuda(0)], Count)
+            .unwrap_err()
+            .to_string();
+        assert!(mixed.contains("mixes cpu and cuda"), "{mixed}");
+        assert_eq!(
+            run_on_devices(&[DeviceSpec::Cpu, DeviceSpec::Cpu], Count).unwrap(),
+            2
+        );
+    }
+
+    struct Count;
+    impl DevicesTask for Count {
+        type Output = usize;
+        fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> usize {
+            devices.len()
+        }
     }
 
     struct Sum;

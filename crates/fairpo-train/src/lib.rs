@@ -13,7 +13,8 @@
 //! - `trunk_store.rs`: the on-disk, content-addressed store of those outputs;
 //! - `step.rs`: one optimiser step ([`step::train_step`]), shared by the trainer and the
 //!   benchmark; `clip.rs`, `collapse.rs`, `early_stop.rs`: its helpers;
-//! - `train.rs`: the run-folder policy and the epoch loop;
+//! - `train.rs`: the run-folder policy and the epoch loop; `replica.rs`: data parallelism (one
+//!   replica per device, burn's collective all-reduce);
 //! - `eval.rs`: inference, metrics and `metrics.json`;
 //! - `checkpoint/`: resumable trainer state, the sections file format, finished-model files;
 //! - `report/`: a run's `report.md`, the comparison of runs, plots and the paper's tables;
@@ -23,7 +24,7 @@
 //! - `selftest/`: `fairpo selftest` (parity, host kernels vs device, throughput, a short run).
 //!
 //! Commands: `fairpo train --config X.toml [--config overlay.toml] [--set k=v] [--resume |
-//! --overwrite] [--device cpu|cuda:N]`, `fairpo eval --run runs/X [--split test|val]`,
+//! --overwrite] [--device cpu|cuda:N | --devices cuda:0,cuda:1]`, `fairpo eval --run runs/X [--split test|val]`,
 //! `fairpo report runs/A runs/B ... [--out DIR]`; `cargo xtask train demo-cpo` runs the demo.
 
 mod checkpoint;
@@ -40,6 +41,7 @@ mod eval;
 mod features;
 mod policy;
 pub mod random_backbone;
+pub mod replica;
 mod report;
 mod run;
 pub mod selftest;
@@ -61,4 +63,4 @@ pub use features::{load_cached, sidecar_path, FeatureLayer, FeatureMeta};
 pub use policy::Policy;
 pub use run::read_log;
 pub use thresholds::ThresholdRule;
-pub use train::{train, TrainOptions, TrainOutcome};
+pub use train::{train, train_data_parallel, TrainOptions, TrainOutcome};

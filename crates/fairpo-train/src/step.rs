@@ -7,16 +7,24 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fairpo_grpo::Scheduler;
-use fairpo_objectives::{Diagnostics, ObjectiveConfig, ObjectiveInputs, PairPlan};
+use fairpo_objectives::{Counts, Diagnostics, ObjectiveConfig, ObjectiveInputs, PairPlan};
 use rand::SeedableRng;
 
 use crate::clip::{clip_global_norm, ClipScope};
 use crate::config::TrainSettings;
 use crate::policy::Policy;
+use crate::replica::{zero_gradients, Replica};
 
 /// The RNG for the objective's random choices at `step`: a fresh ChaCha8 stream keyed by
 /// (seed, step), so a resumed run draws exactly what an uninterrupted one would.
 pub fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
+    replica_step_rng(seed, step, 0)
+}
+
+/// [`step_rng`] of data-parallel replica `rank` (rank 0's stream is [`step_rng`]'s, so a
+/// single-device run draws what it always drew).
+pub fn replica_step_rng(seed: u64, step: u64, rank: usize) -> rand_chacha::ChaCha8Rng {
+    let seed = seed ^ (rank as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
     let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -67,6 +75,8 @@ pub struct StepSettings<'a> {
     pub lr: f64,
     /// Global-norm clipping bound (PyTorch `clip_grad_norm_`), `None` = off.
     pub clip_global: Option<f64>,
+    /// Which data-parallel worker steps ([`Replica::SINGLE`] for one device).
+    pub replica: Replica,
 }
 
 impl<'a> StepSettings<'a> {
@@ -83,6 +93,7 @@ impl<'a> StepSettings<'a> {
             privileged,
             lr: train.lr,
             clip_global,
+            replica: Replica::SINGLE,
         }
     }
 }
@@ -107,7 +118,10 @@ pub struct StepReport {
 /// Trains `policy` on one batch and returns the updated policy.
 ///
 /// `scheduler` is stepped on the group losses when the objective uses group weights
-/// (GRPO, GDRO), and must then be given.
+/// (GRPO, GDRO), and must then be given. With a data-parallel `settings.replica` the batch is
+/// this replica's shard of the global batch: the objective's counts, the group losses and the
+/// gradients are summed over the replicas (means over the global batch, the same α and the
+/// same update everywhere), and clipping sees the summed gradients.
 ///
 /// # Shapes
 /// - hidden: the frozen trunk's output `[B, S, D]` (patches `[B, N, C·p·p]` when every layer
@@ -158,35 +172,34 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
         privileged: settings.privileged,
         reference: reference_logits,
     };
-    let out = match pairs {
-        Pairs::Draw(rng) => fairpo_objectives::compute(settings.objective, inputs, rng)?,
+    let prepared = match pairs {
+        Pairs::Draw(rng) => fairpo_objectives::prepare(settings.objective, inputs, rng)?,
         Pairs::Plan(plan) => {
-            fairpo_objectives::compute_with_plan(settings.objective, inputs, plan)?
+            fairpo_objectives::prepare_with_plan(settings.objective, inputs, plan)?
         }
     };
-    let group_losses = out.group_values();
-    let alpha = match (settings.objective.uses_group_weights(), scheduler) {
-        (true, Some(s)) => Some(s.try_step(&group_losses)?),
-        (true, None) => bail!(
-            "objective {:?} needs a group-weight scheduler",
-            settings.objective.method
-        ),
-        (false, _) => None,
+    let replica = settings.replica;
+    let counts = Counts::from_array(
+        replica.sum::<B::InnerBackend, 4>(prepared.counts().to_array(), &device)?,
+    );
+    let out = prepared.evaluate(&counts);
+    let [l_p, l_np] = out.group_values();
+    // (A host read only the replicas need.)
+    let total = match &out.total {
+        Some(t) if replica.is_parallel() => t.clone().into_scalar().elem::<f64>(),
+        _ => 0.0,
     };
+    let (group_losses, alpha, total) =
+        global_losses::<B::InnerBackend>(scheduler, [l_p, l_np, total], settings, &device)?;
     let loss = out.combine(alpha.as_deref().unwrap_or(&[0.5, 0.5]));
-    let loss_value: f64 = loss.clone().into_scalar().elem();
-    if !loss_value.is_finite() {
-        bail!("the training loss became {loss_value}; lower train.lr?");
-    }
-    let grads = GradientsParams::from_grads(loss.backward(), &policy);
-    let (grads, grad_norm) = match settings.clip_global {
-        Some(max) => {
-            let (g, n) = clip_global_norm(&policy, grads, max);
-            (g, Some(n))
-        }
-        None => (grads, None),
+    let loss_value = if replica.is_parallel() {
+        global_loss(alpha.as_deref(), group_losses, total)
+    } else {
+        loss.clone().into_scalar().elem()
     };
-    let policy = optim.step(settings.lr, policy, grads);
+    check_finite(loss_value)?;
+    let grads = GradientsParams::from_grads(loss.backward(), &policy);
+    let (policy, grad_norm) = update(policy, optim, grads, settings)?;
     Ok((
         policy,
         StepReport {
@@ -197,6 +210,96 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
             diagnostics: out.diagnostics,
         },
     ))
+}
+
+/// The step of a data-parallel replica whose shard of the global batch is empty (the last
+/// batch of an epoch with fewer images than devices, or every image of the shard skipped): it
+/// contributes nothing but takes part in every reduction, so it applies the same update as
+/// the others.
+pub fn idle_step<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
+    policy: Policy<B>,
+    optim: &mut O,
+    scheduler: Option<&mut Scheduler>,
+    settings: &StepSettings<'_>,
+    device: &B::Device,
+) -> Result<(Policy<B>, StepReport)> {
+    let replica = settings.replica;
+    if !replica.is_parallel() {
+        bail!("an empty batch on a single device");
+    }
+    replica.sum::<B::InnerBackend, 4>([0.0; 4], device)?;
+    let (group_losses, alpha, total) =
+        global_losses::<B::InnerBackend>(scheduler, [0.0; 3], settings, device)?;
+    let loss_value = global_loss(alpha.as_deref(), group_losses, total);
+    check_finite(loss_value)?;
+    let grads = zero_gradients(&policy);
+    let (policy, grad_norm) = update(policy, optim, grads, settings)?;
+    Ok((
+        policy,
+        StepReport {
+            loss: loss_value,
+            group_losses,
+            alpha,
+            grad_norm,
+            diagnostics: Diagnostics::default(),
+        },
+    ))
+}
+
+/// From this replica's `[L_P, L_P̄, total]` (each already divided by the global counts): the
+/// global group losses, the scheduler's α (stepped on them) and the global `total`.
+fn global_losses<B: Backend>(
+    scheduler: Option<&mut Scheduler>,
+    local: [f64; 3],
+    settings: &StepSettings<'_>,
+    device: &B::Device,
+) -> Result<([f64; 2], Option<Vec<f64>>, f64)> {
+    let [l_p, l_np, total] = settings.replica.sum::<B, 3>(local, device)?;
+    let group_losses = [l_p, l_np];
+    let alpha = match (settings.objective.uses_group_weights(), scheduler) {
+        (true, Some(s)) => Some(s.try_step(&group_losses)?),
+        (true, None) => bail!(
+            "objective {:?} needs a group-weight scheduler",
+            settings.objective.method
+        ),
+        (false, _) => None,
+    };
+    Ok((group_losses, alpha, total))
+}
+
+/// The loss of the global batch: `total` for methods that have one, else α·[L_P, L_P̄].
+fn global_loss(alpha: Option<&[f64]>, [l_p, l_np]: [f64; 2], total: f64) -> f64 {
+    match alpha {
+        Some(a) => a[0] * l_p + a[1] * l_np,
+        None => total,
+    }
+}
+
+/// Every replica sees the same global loss, so all of them stop here together.
+fn check_finite(loss: f64) -> Result<()> {
+    if !loss.is_finite() {
+        bail!("the training loss became {loss}; lower train.lr?");
+    }
+    Ok(())
+}
+
+/// Sums the gradients over the replicas, clips them and applies AdamW. Returns the norm
+/// before clipping when global-norm clipping computed it.
+fn update<B: AutodiffBackend, O: Optimizer<Policy<B>, B>>(
+    policy: Policy<B>,
+    optim: &mut O,
+    grads: GradientsParams,
+    settings: &StepSettings<'_>,
+) -> Result<(Policy<B>, Option<f64>)> {
+    let grads = settings.replica.sum_gradients::<B>(grads)?;
+    let (grads, grad_norm) = match settings.clip_global {
+        Some(max) => {
+            let (g, n) = clip_global_norm(&policy, grads, max);
+            (g, Some(n))
+        }
+        None => (grads, None),
+    };
+    Ok((optim.step(settings.lr, policy, grads), grad_norm))
 }
 
 #[cfg(test)]

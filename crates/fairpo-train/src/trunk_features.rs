@@ -53,6 +53,8 @@ pub(crate) struct HiddenBatch<B: Backend> {
     pub hidden: Tensor<B, 3>,
     /// `B·T` 0/1 values, row-major.
     pub targets: Vec<u8>,
+    /// The dataset rows of the batch, in order.
+    pub indices: Vec<usize>,
     /// The reference model's logits `[B, T]` when they were asked for and the store holds
     /// (or has just computed) them; otherwise the step runs the reference itself.
     pub reference: Option<Tensor<B, 2>>,
@@ -475,6 +477,7 @@ impl<B: Backend> TrunkFeatures<B> {
                 Ok(HiddenBatch {
                     hidden: this.run_trunk(&b),
                     targets: b.targets,
+                    indices: b.indices,
                     reference: None,
                 })
             });
@@ -559,6 +562,7 @@ impl<B: Backend> TrunkFeatures<B> {
             Ok(Some(HiddenBatch {
                 hidden: h,
                 targets,
+                indices: chunk,
                 reference,
             }))
         };

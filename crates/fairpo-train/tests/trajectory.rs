@@ -26,6 +26,7 @@ use burn::prelude::*;
 use fairpo_grpo::{SchedulerConfig, SchedulerKind};
 use fairpo_heads::Heads;
 use fairpo_objectives::{Method, ObjectiveConfig, PairPlan};
+use fairpo_train::replica::{number_parameters, run_replicas, Replica};
 use fairpo_train::step::{self, Pairs, StepSettings};
 use fairpo_train::ClipScope;
 use fairpo_train::TrainSettings;
@@ -113,7 +114,9 @@ fn collect<B: Backend, M: Module<B>>(m: &M) -> Vec<Vec<f32>> {
     c.0
 }
 
-fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
+/// One case on one device ([`Replica::SINGLE`]) or as one data-parallel replica, which
+/// trains on its shard of each batch.
+fn run_case(fx: &Fixture, name: &str, mutant: Mutant, replica: Replica) -> Outcome {
     let d = dir();
     let device = Default::default();
     let case = &fx.meta["cases"][name];
@@ -126,7 +129,7 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
     let (trunk, tail) = loaded.model.split_frozen(k);
     let (heads, _) =
         read_heads_safetensors::<Ad>(&d.join("init_heads.safetensors"), &device).unwrap();
-    let mut policy = Policy { tail, heads };
+    let mut policy = number_parameters(Policy { tail, heads });
     let reference = {
         let init = fairpo_vit::load_hf_dir::<Inner>(&d.join("init"), &device).unwrap();
         let (_, ref_tail) = init.model.split(1);
@@ -194,7 +197,10 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
         other => panic!("unknown case {other}"),
     };
     let mut scheduler = scheduler.init(2).unwrap();
-    let settings = StepSettings::new(&train, &objective, &fx.privileged);
+    let settings = StepSettings {
+        replica,
+        ..StepSettings::new(&train, &objective, &fx.privileged)
+    };
     let reference = (name == "cpo_last").then_some(&reference);
     let reference = || reference.map(step::Reference::Model);
 
@@ -216,22 +222,26 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
             .iter()
             .map(|v| v.as_u64().unwrap() as usize)
             .collect();
+        let rows = replica.shard(idx.len());
+        let idx = &idx[rows.clone()];
         let b = idx.len();
         let mut px = Vec::with_capacity(b * px_len);
         let mut y = Vec::with_capacity(b * t);
-        for &i in &idx {
+        for &i in idx {
             px.extend_from_slice(&fx.pixels[i * px_len..(i + 1) * px_len]);
             y.extend_from_slice(&fx.targets[i * t..(i + 1) * t]);
         }
         let s_img = fx.config.image_size;
         let pixels =
             Tensor::<Inner, 4>::from_data(TensorData::new(px, [b, 3, s_img, s_img]), &device);
-        let hidden = trunk.forward(pixels);
+        let hidden = if b == 0 {
+            Tensor::empty([0, 1, 1], &device)
+        } else {
+            trunk.forward(pixels)
+        };
         let plan = case.get("plan").map(|p| PairPlan {
             sampled_labels: None,
-            confusing: p[s]
-                .as_array()
-                .unwrap()
+            confusing: p[s].as_array().unwrap()[rows.start * t..rows.end * t]
                 .iter()
                 .map(|v| usize::try_from(v.as_i64().unwrap()).ok())
                 .collect(),
@@ -241,7 +251,9 @@ fn run_case(fx: &Fixture, name: &str, mutant: Mutant) -> Outcome {
             Some(p) => Pairs::Plan(p),
             None => Pairs::Draw(&mut rng),
         };
-        let result = if mutant == Mutant::CoupledDecay {
+        let result = if b == 0 {
+            step::idle_step(policy, &mut adamw, Some(&mut scheduler), &settings, &device)
+        } else if mutant == Mutant::CoupledDecay {
             step::train_step(
                 policy,
                 &mut adam_l2,
@@ -390,7 +402,7 @@ fn compare(fx: &Fixture, name: &str, got: &Outcome) -> Agreement {
 
 fn check(name: &str) {
     let fx = fixture();
-    let got = run_case(&fx, name, Mutant::None);
+    let got = run_case(&fx, name, Mutant::None, Replica::SINGLE);
     let a = compare(&fx, name, &got);
     println!(
         "{name}: worst step difference {:.2e} ({}); worst final weight {:.2e} ({})",
@@ -445,7 +457,7 @@ fn wrong_optimiser_settings_are_caught() {
         ("sft_all", Mutant::CoupledDecay),
         ("sft_all", Mutant::NoClip),
     ] {
-        let a = compare(&fx, name, &run_case(&fx, name, mutant));
+        let a = compare(&fx, name, &run_case(&fx, name, mutant, Replica::SINGLE));
         println!(
             "{name} with {mutant:?}: step {:.2e} ({}), weights {:.2e} ({})",
             a.step, a.step_at, a.weights, a.weights_at
@@ -455,6 +467,75 @@ fn wrong_optimiser_settings_are_caught() {
             "{name} with {mutant:?} still matches PyTorch (step {:.2e}, weights {:.2e})",
             a.step,
             a.weights
+        );
+    }
+}
+
+/// Data parallelism: the batch of 8 split over 2 (4 + 4), 3 (2 + 3 + 3) or 9 (rank 0's shard
+/// empty: it only takes part in the reductions) replicas joined by burn's collective
+/// all-reduce follows the single-device trajectory step by step (loss,
+/// group losses, α, gradient norm) and so still matches PyTorch's, and every replica ends
+/// with the same weights.
+#[test]
+fn data_parallel_replicas_follow_the_single_device_trajectory() {
+    let fx = fixture();
+    for (name, world) in [
+        ("sft_last", 2),
+        ("cpo_last", 2),
+        ("gdro_last", 2),
+        ("rw_last", 3),
+        ("gdro_last", 9),
+    ] {
+        let single = run_case(&fx, name, Mutant::None, Replica::SINGLE);
+        let others = std::sync::Mutex::new(Vec::new());
+        let lead = run_replicas::<Ad, _, _>(vec![Default::default(); world], |replica, _| {
+            let got = run_case(&fx, name, Mutant::None, replica);
+            if !replica.leads() {
+                others.lock().unwrap().push(collect(&got.heads));
+            }
+            Ok(got)
+        })
+        .unwrap_or_else(|e| panic!("{name} on {world} replicas: {e:#}"));
+        let mut worst = (0.0f64, String::new());
+        for (s, (a, b)) in lead.steps.iter().zip(&single.steps).enumerate() {
+            for (f, (x, y)) in ["loss", "L_P", "L_P̄", "alpha_P", "grad_norm"]
+                .iter()
+                .zip(a.iter().zip(b))
+            {
+                let r = if x.is_nan() && y.is_nan() {
+                    0.0
+                } else {
+                    rel(*x, *y)
+                };
+                if r > worst.0 || r.is_nan() {
+                    worst = (r, format!("step {s} {f}: {x} vs {y}"));
+                }
+            }
+        }
+        println!(
+            "{name} on {world} replicas: worst step difference to one device {:.2e} ({})",
+            worst.0, worst.1
+        );
+        assert!(
+            worst.0 <= 1e-5,
+            "{name}: {world} replicas leave the single-device trajectory: {}",
+            worst.1
+        );
+        let lead_heads = collect(&lead.heads);
+        for heads in others.lock().unwrap().iter() {
+            assert_eq!(
+                heads, &lead_heads,
+                "{name}: replicas ended with different heads"
+            );
+        }
+        let a = compare(&fx, name, &lead);
+        assert!(
+            a.step <= STEP_TOL && a.weights <= WEIGHT_TOL,
+            "{name} on {world} replicas: PyTorch step {:.2e} ({}), weights {:.2e} ({})",
+            a.step,
+            a.step_at,
+            a.weights,
+            a.weights_at
         );
     }
 }

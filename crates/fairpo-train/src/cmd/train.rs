@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
 use crate::config::RunConfig;
-use crate::device::{run_on, BackendTask, DeviceSpec};
+use crate::device::{parse_device_list, run_on_devices, DevicesTask};
 use crate::train::{self, TrainOptions, TrainOutcome};
 
 /// Arguments of `fairpo train`.
@@ -23,6 +23,11 @@ pub struct TrainArgs {
     /// Compute device: `cpu` (default) or `cuda[:N]` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Data-parallel training on several devices, e.g. `cuda:0,cuda:1` (`cpu:0,cpu:1`: CPU
+    /// peers, for testing): one replica per device, `train.batch_size` the global batch
+    /// split evenly over them.
+    #[arg(long, conflicts_with = "device", value_name = "LIST")]
+    pub devices: Option<String>,
     /// Continue an interrupted run from its last checkpoint (uses the run's saved config).
     #[arg(long)]
     pub resume: bool,
@@ -45,8 +50,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         overwrite: args.overwrite,
     };
     install_ctrlc();
-    let spec: DeviceSpec = args.device.parse()?;
-    let outcome = run_on(&spec, TrainTask { cfg, opts })??;
+    let specs = match &args.devices {
+        Some(list) => parse_device_list(list)?,
+        None => vec![args.device.parse()?],
+    };
+    let outcome = run_on_devices(&specs, TrainTask { cfg, opts })??;
     match outcome {
         TrainOutcome::Finished { run_dir, test } => {
             println!("{}", test.report.to_table());
@@ -68,10 +76,10 @@ struct TrainTask {
     opts: TrainOptions,
 }
 
-impl BackendTask for TrainTask {
+impl DevicesTask for TrainTask {
     type Output = Result<TrainOutcome>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        train::train::<B>(self.cfg, &self.opts, &device)
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        train::train_data_parallel::<B>(self.cfg, &self.opts, devices)
     }
 }
 
